@@ -1,0 +1,1 @@
+"""IPython extension connecting notebooks to the cavelab engine."""

@@ -1,0 +1,1 @@
+"""The cavelab engine: pure Python, imports nothing from tornado, jupyter or widgets."""

@@ -1,0 +1,1 @@
+"""ipywidgets and Panel dashboards for cavelab (later issues)."""
