@@ -1,0 +1,63 @@
+"""Array helpers: growable arrays and vectorized CSR gathers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class GrowArray:
+    """A 1-D (or row-wise 2-D) numpy array that grows by doubling; ``.a`` is the live view."""
+
+    def __init__(self, init: np.ndarray, min_capacity: int = 1024) -> None:
+        init = np.asarray(init)
+        cap = max(min_capacity, int(init.shape[0] * 1.25) + 16)
+        self._buf = np.empty((cap,) + init.shape[1:], dtype=init.dtype)
+        self._buf[: init.shape[0]] = init
+        self._n = init.shape[0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def a(self) -> np.ndarray:
+        return self._buf[: self._n]
+
+    def append(self, values: np.ndarray) -> tuple[int, int]:
+        """Append rows; returns the index range ``[start, stop)`` they occupy."""
+        values = np.asarray(values, dtype=self._buf.dtype)
+        k = values.shape[0]
+        if self._n + k > self._buf.shape[0]:
+            cap = max(self._buf.shape[0] * 2, self._n + k)
+            nb = np.empty((cap,) + self._buf.shape[1:], dtype=self._buf.dtype)
+            nb[: self._n] = self._buf[: self._n]
+            self._buf = nb
+        self._buf[self._n : self._n + k] = values
+        start = self._n
+        self._n += k
+        return start, self._n
+
+
+def csr_gather(indptr: np.ndarray, data: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``data[indptr[r]:indptr[r+1]]`` for each row; also return each item's row position.
+
+    >>> csr_gather(np.array([0, 2, 3]), np.array([7, 8, 9]), np.array([1, 0]))
+    (array([9, 7, 8]), array([0, 1, 1]))
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = indptr[rows]
+    lens = indptr[rows + 1] - starts
+    total = int(lens.sum())
+    if total == 0:
+        return data[:0], np.zeros(0, dtype=np.int64)
+    owner = np.repeat(np.arange(rows.size, dtype=np.int64), lens)
+    offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    return data[np.repeat(starts, lens) + offs], owner
+
+
+def build_csr(keys: np.ndarray, values: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, data) grouping ``values`` by integer ``keys`` in ``[0, n_rows)``, stable."""
+    order = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys, minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, np.asarray(values)[order]

@@ -1,0 +1,340 @@
+"""Edits: plan what a merge, split, undo or redo changes, without touching the graph.
+
+Every edit is a set of supervoxel-edge changes (edges to activate, to deactivate, new edges to add)
+on the cells (roots) it touches. :func:`plan_rebuild` turns those changes into new hierarchy nodes
+copy-on-write: it reuses every existing node whose children do not change, and mints new nodes
+only on the changed paths up to new roots. The result is a :class:`Plan`; IDs are minted and the
+plan becomes a :class:`~cavelab.server.engine.delta.GraphDelta` only at commit time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cavelab.server.engine.delta import GraphDelta
+from cavelab.server.engine.hierarchy import build_layers, components
+from cavelab.server.engine.state import GraphState
+from cavelab.server.errors import PreconditionError
+
+FAKE_EDGE_AFFINITY = float(np.finfo(np.float32).tiny)  # CAVE's DEFAULT_AFFINITY for merge edges
+
+
+@dataclass
+class NewNode:
+    layer: int
+    chunk: np.ndarray  # (3,) chunk coordinates at this layer
+    children: np.ndarray  # layer 2: supervoxel indices; else refs (>= 0: existing node index,
+    #                        < 0: -(k + 1) = k-th new node of this plan)
+
+
+@dataclass
+class Plan:
+    """What an edit will change. Indices refer to the state the plan was made on."""
+
+    kind: str
+    old_roots: np.ndarray  # node indices of the roots the edit replaces
+    activate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # edge indices
+    deactivate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    add_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # sv indices
+    add_affinity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    new_nodes: list[NewNode] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    def finalize(self, state: GraphState, ts: int) -> GraphDelta:
+        """Mint IDs for the new nodes and build the durable delta."""
+        ids = np.zeros(len(self.new_nodes), dtype=np.uint64)
+        by_layer: dict[int, list[int]] = {}
+        for k, n in enumerate(self.new_nodes):
+            by_layer.setdefault(n.layer, []).append(k)
+        for layer, ks in by_layer.items():
+            ids[ks] = state.mint(layer, np.stack([self.new_nodes[k].chunk for k in ks]))
+        ptr = [0]
+        kids: list[np.ndarray] = []
+        for n in self.new_nodes:
+            if n.layer == 2:
+                c = state.sv_ids[n.children]
+            else:
+                c = np.empty(n.children.size, dtype=np.uint64)
+                old = n.children >= 0
+                c[old] = state.n_id.a[n.children[old]]
+                c[~old] = ids[-n.children[~old] - 1]
+            kids.append(c)
+            ptr.append(ptr[-1] + c.size)
+        e = state.e_sv.a
+        new_roots = ids[[k for k, n in enumerate(self.new_nodes) if n.layer == state.n_layers]]
+        return GraphDelta(
+            ts=ts,
+            new_ids=ids,
+            new_child_ptr=np.asarray(ptr, dtype=np.int64),
+            new_children=np.concatenate(kids) if kids else np.zeros(0, np.uint64),
+            activate=state.sv_ids[e[self.activate]].reshape(-1, 2),
+            deactivate=state.sv_ids[e[self.deactivate]].reshape(-1, 2),
+            add_edges=state.sv_ids[self.add_pairs].reshape(-1, 2),
+            add_affinity=self.add_affinity.astype(np.float32),
+            add_area=np.zeros(self.add_pairs.shape[0], dtype=np.float32),
+            old_roots=state.n_id.a[self.old_roots],
+            new_roots=new_roots,
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+def root_supervoxels(state: GraphState, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L2 nodes of ``roots`` and, for each of their supervoxels, the position of its L2 node."""
+    l2 = np.concatenate([state.leaves(int(r), stop_layer=2)[0] for r in roots])
+    l2 = np.unique(l2)
+    svs, owner = state.children_many(l2)
+    return l2, np.stack([svs, owner], axis=1) if svs.size else np.zeros((0, 2), np.int64)
+
+
+def active_edges_within(
+    state: GraphState, svs: np.ndarray, ts: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edges active (now, or at ``ts``) with both ends in ``svs`` (sorted): ``(edge idx, local pairs)``."""
+    e = np.unique(state.incident_edges(svs))
+    act = state.e_active.a[e] if ts is None else state.edge_active_at(e, ts)
+    e = e[act]
+    ends = state.e_sv.a[e]
+    pos = np.searchsorted(svs, ends)
+    pos = np.minimum(pos, max(svs.size - 1, 0))
+    inside = np.all(svs[pos] == ends, axis=1)
+    return e[inside], pos[inside]
+
+
+def plan_rebuild(
+    state: GraphState,
+    plan: Plan,
+) -> Plan:
+    """Fill ``plan.new_nodes``: the copy-on-write hierarchy of ``plan.old_roots`` after its edge changes."""
+    l2, sv_owner = root_supervoxels(state, plan.old_roots)
+    svs_unsorted = sv_owner[:, 0]
+    order = np.argsort(svs_unsorted)
+    svs = svs_unsorted[order]
+    sv_l2 = sv_owner[order, 1]  # position in l2 of each sorted sv
+    n_sv = svs.size
+
+    # edge states after the change
+    e = np.unique(state.incident_edges(svs))
+    act = state.e_active.a[e].copy()
+    act[np.isin(e, plan.activate)] = True
+    act[np.isin(e, plan.deactivate)] = False
+    e = e[act]
+    ends = state.e_sv.a[e]
+    pos = np.minimum(np.searchsorted(svs, ends), max(n_sv - 1, 0))
+    inside = np.all(svs[pos] == ends, axis=1)
+    if not np.all(inside):
+        bad = e[~inside][:3]
+        raise PreconditionError(
+            f"internal: active edges {bad.tolist()} leave the edited cells; graph invariant broken"
+        )
+    pairs = pos
+    elayer = state.e_layer.a[e].astype(np.int64)
+    if plan.add_pairs.shape[0]:
+        ap = np.searchsorted(svs, plan.add_pairs)
+        pairs = np.concatenate([pairs, ap])
+        elayer = np.concatenate(
+            [
+                elayer,
+                state.layout.edge_layers(
+                    state.sv_chunk[plan.add_pairs[:, 0]], state.sv_chunk[plan.add_pairs[:, 1]]
+                ).astype(np.int64),
+            ]
+        )
+
+    # level 2: recompute only the L2 nodes touched by changed in-chunk edges
+    changed = np.concatenate([plan.activate, plan.deactivate]).astype(np.int64)
+    ch_pairs = state.e_sv.a[changed] if changed.size else np.zeros((0, 2), np.int64)
+    ch_layer = state.e_layer.a[changed] if changed.size else np.zeros(0, np.int8)
+    if plan.add_pairs.shape[0]:
+        ch_pairs = np.concatenate([ch_pairs, plan.add_pairs])
+        ch_layer = np.concatenate(
+            [ch_layer, state.layout.edge_layers(state.sv_chunk[plan.add_pairs[:, 0]], state.sv_chunk[plan.add_pairs[:, 1]])]
+        )
+    in_chunk = ch_pairs[ch_layer == 1]
+    affected_l2 = np.unique(sv_l2[np.searchsorted(svs, in_chunk.ravel())]) if in_chunk.size else np.zeros(0, np.int64)
+    l2_is_affected = np.zeros(l2.size, dtype=bool)
+    l2_is_affected[affected_l2] = True
+
+    # vertex numbering: kept L2 nodes first, then the recomputed groups
+    kept = np.flatnonzero(~l2_is_affected)
+    vert_of_sv = np.full(n_sv, -1, dtype=np.int64)
+    kept_pos = np.full(l2.size, -1, dtype=np.int64)
+    kept_pos[kept] = np.arange(kept.size)
+    m_kept = ~l2_is_affected[sv_l2]
+    vert_of_sv[m_kept] = kept_pos[sv_l2[m_kept]]
+    vertex_ref: list[int] = l2[kept].tolist()  # >= 0 existing node index, < 0 new node
+    new_nodes: list[NewNode] = []
+    if affected_l2.size:
+        aff_sv = np.flatnonzero(l2_is_affected[sv_l2])  # local sv positions
+        local = np.full(n_sv, -1, dtype=np.int64)
+        local[aff_sv] = np.arange(aff_sv.size)
+        m = (elayer == 1) & (local[pairs[:, 0]] >= 0) & (local[pairs[:, 1]] >= 0)
+        k, lab = components(aff_sv.size, local[pairs[m]])
+        old_of = sv_l2[aff_sv]
+        l2_sizes = np.bincount(sv_l2, minlength=l2.size)
+        for g in range(k):
+            members = aff_sv[lab == g]
+            owners = np.unique(old_of[lab == g])
+            if owners.size == 1 and l2_sizes[owners[0]] == members.size:
+                ref = int(l2[owners[0]])  # unchanged L2 node
+            else:
+                new_nodes.append(
+                    NewNode(2, state.sv_chunk[svs[members[0]]].astype(np.int64), np.sort(svs[members]))
+                )
+                ref = -len(new_nodes)
+            vert_of_sv[members] = len(vertex_ref)
+            vertex_ref.append(ref)
+    vertex_ref_a = np.asarray(vertex_ref, dtype=np.int64)
+    n_vert = vertex_ref_a.size
+    _, first_sv = np.unique(vert_of_sv, return_index=True)
+    vertex_chunk = state.sv_chunk[svs[first_sv]].astype(np.int64)
+
+    cross = elayer >= 2
+    vpairs = vert_of_sv[pairs[cross]]
+    vl = elayer[cross]
+    keep = vpairs[:, 0] != vpairs[:, 1]
+    layers_out = build_layers(vertex_chunk, vpairs[keep], vl[keep], state.n_layers)
+
+    # resolve layer by layer, reusing nodes whose children are unchanged
+    resolved: dict[int, np.ndarray] = {2: vertex_ref_a}
+    n_layer = state.n_layer.a
+    for ln in layers_out:
+        refs = np.empty(ln.child_ref.size, dtype=np.int64)
+        for cl in np.unique(ln.child_layer):
+            m = ln.child_layer == cl
+            refs[m] = resolved[int(cl)][ln.child_ref[m]]
+        out = np.empty(ln.n, dtype=np.int64)
+        for i in range(ln.n):
+            kids = refs[ln.child_ptr[i] : ln.child_ptr[i + 1]]
+            reuse = -1
+            if ln.layer < state.n_layers and np.all(kids >= 0):
+                parents = state.n_parent.a[kids]
+                p = int(parents[0])
+                if (
+                    p >= 0
+                    and np.all(parents == p)
+                    and int(n_layer[p]) == ln.layer
+                    and int(state.n_children(np.array([p]))[0]) == kids.size
+                ):
+                    reuse = p
+            if reuse >= 0:
+                out[i] = reuse
+            else:
+                new_nodes.append(NewNode(ln.layer, ln.chunk[i], kids.copy()))
+                out[i] = -len(new_nodes)
+        resolved[ln.layer] = out
+    plan.new_nodes = new_nodes
+    return plan
+
+
+def _check_current(state: GraphState, roots: np.ndarray) -> None:
+    from cavelab.server.engine.timestamps import FOREVER_MS
+
+    if np.any(state.n_expired.a[roots] != FOREVER_MS):
+        raise PreconditionError("internal: planned on a root that is no longer current")
+
+
+def plan_merge(state: GraphState, sv_a: int, sv_b: int) -> Plan:
+    """Merge the cells of two supervoxels (CAVE semantics: activate existing edges, else add one)."""
+    ra, rb = (int(r) for r in state.climb(state.sv_parent[[sv_a, sv_b]], state.last_ts))
+    if ra == rb:
+        raise PreconditionError(
+            f"supervoxels {int(state.sv_ids[sv_a])} and {int(state.sv_ids[sv_b])} already belong to "
+            f"the same cell {int(state.n_id.a[ra])}; a cell cannot be merged with itself",
+            root_id=int(state.n_id.a[ra]),
+        )
+    _check_current(state, np.array([ra, rb]))
+    _, owner_a = root_supervoxels(state, np.array([ra]))
+    _, owner_b = root_supervoxels(state, np.array([rb]))
+    svs_b = np.sort(owner_b[:, 0])
+    e = np.unique(state.incident_edges(owner_a[:, 0]))
+    e = e[~state.e_active.a[e]]
+    ends = state.e_sv.a[e]
+    pos = np.minimum(np.searchsorted(svs_b, ends), max(svs_b.size - 1, 0))
+    hit = np.any(svs_b[pos] == ends, axis=1)
+    activate = e[hit]
+    plan = Plan(kind="merge", old_roots=np.array([ra, rb], dtype=np.int64))
+    if activate.size:
+        plan.activate = activate
+    else:
+        plan.add_pairs = np.array([[min(sv_a, sv_b), max(sv_a, sv_b)]], dtype=np.int64)
+        plan.add_affinity = np.array([FAKE_EDGE_AFFINITY], dtype=np.float32)
+    return plan_rebuild(state, plan)
+
+
+def plan_edge_changes(
+    state: GraphState, kind: str, activate_pairs: np.ndarray, deactivate_pairs: np.ndarray
+) -> Plan:
+    """Plan an undo/redo: set the listed supervoxel-index edges to active / inactive."""
+    act = state.find_edges(activate_pairs) if activate_pairs.size else np.zeros(0, np.int64)
+    deact = state.find_edges(deactivate_pairs) if deactivate_pairs.size else np.zeros(0, np.int64)
+    act = act[act >= 0]
+    deact = deact[deact >= 0]
+    act = act[~state.e_active.a[act]]
+    deact = deact[state.e_active.a[deact]]
+    if not act.size and not deact.size:
+        raise PreconditionError(
+            "the edges of that operation are already in the state this would produce; nothing to do"
+        )
+    ends = state.e_sv.a[np.concatenate([act, deact])].ravel()
+    roots = np.unique(state.climb(state.sv_parent[ends], state.last_ts))
+    _check_current(state, roots)
+    plan = Plan(kind=kind, old_roots=roots, activate=act, deactivate=deact)
+    return plan_rebuild(state, plan)
+
+
+def plan_split(
+    state: GraphState,
+    sources: np.ndarray,
+    sinks: np.ndarray,
+    *,
+    preview: bool = False,
+    path_augment: bool = True,
+    disallow_isolating_cut: bool = True,
+):
+    """Min-cut split of one cell between source and sink supervoxels.
+
+    Returns ``(plan, cut)`` where ``cut`` is the :class:`~cavelab.server.engine.mincut.CutResult`
+    in supervoxel indices; with ``preview`` the plan is ``None`` (nothing is rebuilt).
+    """
+    from cavelab.server.engine.mincut import min_cut
+
+    sources = np.unique(np.asarray(sources, dtype=np.int64))
+    sinks = np.unique(np.asarray(sinks, dtype=np.int64))
+    if not sources.size or not sinks.size:
+        raise PreconditionError("a split needs at least one source and one sink point")
+    both = np.intersect1d(sources, sinks)
+    if both.size:
+        raise PreconditionError(
+            f"sources and sinks share supervoxel(s) {state.sv_ids[both].tolist()}; "
+            "place the sink points on the other part of the cell"
+        )
+    roots = state.climb(state.sv_parent[np.concatenate([sources, sinks])], state.last_ts)
+    if np.unique(roots).size != 1:
+        raise PreconditionError(
+            "sources and sinks belong to different cells "
+            f"{sorted(set(state.n_id.a[roots].tolist()))}; all points of a split must lie on one cell"
+        )
+    r = int(roots[0])
+    _check_current(state, np.array([r]))
+    _, owner = root_supervoxels(state, np.array([r]))
+    svs = np.sort(owner[:, 0])
+    e, local = active_edges_within(state, svs)
+    cut = min_cut(
+        svs.size,
+        local,
+        state.e_aff.a[e].astype(np.float64),
+        np.searchsorted(svs, sources),
+        np.searchsorted(svs, sinks),
+        path_augment=path_augment,
+        disallow_isolating_cut=disallow_isolating_cut,
+        preview=preview,
+    )
+    cut.components = [svs[c] for c in cut.components]
+    cut_edges = e[cut.cut_edge_index]
+    cut.cut_edge_index = cut_edges
+    if preview:
+        return None, cut
+    plan = Plan(kind="split", old_roots=np.array([r], dtype=np.int64), deactivate=cut_edges)
+    return plan_rebuild(state, plan), cut
