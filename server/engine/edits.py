@@ -186,7 +186,6 @@ def plan_rebuild(
             vert_of_sv[members] = len(vertex_ref)
             vertex_ref.append(ref)
     vertex_ref_a = np.asarray(vertex_ref, dtype=np.int64)
-    n_vert = vertex_ref_a.size
     _, first_sv = np.unique(vert_of_sv, return_index=True)
     vertex_chunk = state.sv_chunk[svs[first_sv]].astype(np.int64)
 

@@ -44,7 +44,12 @@ from cavelab.server.errors import (
     PreconditionError,
     StaleRootError,
 )
-from cavelab.server.storage import OperationLog, OperationRecord, open_array_store, open_operation_log
+from cavelab.server.storage import (
+    OperationLog,
+    OperationRecord,
+    open_array_store,
+    open_operation_log,
+)
 
 log = logging.getLogger(__name__)
 
