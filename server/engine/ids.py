@@ -168,11 +168,6 @@ class GrapheneLayout:
         """
         a = np.asarray(coords_a, dtype=np.int64)
         b = np.asarray(coords_b, dtype=np.int64)
-        layer = np.ones(a.shape[0], dtype=np.int8)
-        diff = np.any(a != b, axis=1)
-        while np.any(diff):
-            layer[diff] += 1
-            a = a >> 1
-            b = b >> 1
-            diff = np.any(a != b, axis=1)
-        return layer
+        # the ends first share a chunk after k halvings, k = bit length of the largest coordinate XOR
+        x = np.bitwise_xor(a, b).max(axis=1) if a.size else np.zeros(0, dtype=np.int64)
+        return (1 + np.frexp(x.astype(np.float64))[1]).astype(np.int8)

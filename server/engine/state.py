@@ -62,6 +62,7 @@ class GraphState:
         self.sv_ids = np.asarray(arrays["sv_ids"], dtype=np.uint64)
         s = self.sv_ids.size
         self.sv_chunk = self.layout.chunk_coords(self.sv_ids).astype(np.int32)
+        self._build_sv_chunk_index()
         self.sv_parent = np.asarray(arrays["sv_parent"], dtype=np.int64).copy()
         self.sv_parent_ts = np.full(s, t0, dtype=np.int64)
         self.sv_hist: dict[int, list[tuple[int, int]]] = {}
@@ -121,9 +122,42 @@ class GraphState:
         return len(self.n_id)
 
     # ------------------------------------------------------------- ID lookup
+    def _build_sv_chunk_index(self) -> None:
+        """Offsets for O(1) supervoxel lookups when each chunk's segments are ``1..k`` (as ingest makes them)."""
+        self._sv_grid = None
+        if not self.sv_ids.size:
+            return
+        grid = np.maximum(self.sv_chunk.max(axis=0).astype(np.int64) + 1, 1)
+        c = self.sv_chunk.astype(np.int64)
+        flat = (c[:, 0] * grid[1] + c[:, 1]) * grid[2] + c[:, 2]
+        n_chunks = int(np.prod(grid))
+        counts = np.bincount(flat, minlength=n_chunks)
+        offset = np.zeros(n_chunks, dtype=np.int64)
+        np.cumsum(counts[:-1], out=offset[1:])
+        seg = self.layout.segments(self.sv_ids).astype(np.int64)
+        if np.all(np.diff(flat) >= 0) and np.array_equal(seg, np.arange(flat.size) - offset[flat] + 1):
+            self._sv_grid = grid
+            self._sv_offset = offset
+            self._sv_count = counts
+
     def sv_index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Supervoxel indices of layer-1 IDs; second value marks IDs that exist."""
         ids = np.asarray(ids, dtype=np.uint64)
+        if self._sv_grid is not None:
+            lay = self.layout
+            b = lay.bits[1]
+            off = lay.segment_bits(1)
+            mask = np.uint64((1 << b) - 1)
+            g = self._sv_grid
+            x = ((ids >> np.uint64(off + 2 * b)) & mask).astype(np.int64)
+            y = ((ids >> np.uint64(off + b)) & mask).astype(np.int64)
+            z = ((ids >> np.uint64(off)) & mask).astype(np.int64)
+            seg = (ids & np.uint64(lay.max_segment(1))).astype(np.int64)
+            ok = ((ids >> np.uint64(56)) == 1) & (x < g[0]) & (y < g[1]) & (z < g[2])
+            flat = np.where(ok, (x * g[1] + y) * g[2] + z, 0)
+            ok &= (seg >= 1) & (seg <= self._sv_count[flat])
+            idx = np.where(ok, self._sv_offset[flat] + seg - 1, 0)
+            return idx, ok
         idx = np.searchsorted(self.sv_ids, ids)
         idx = np.minimum(idx, max(self.sv_ids.size - 1, 0))
         ok = self.sv_ids[idx] == ids if self.sv_ids.size else np.zeros(ids.shape, bool)
