@@ -429,10 +429,10 @@ class ChunkedGraph:
                 rec = OperationRecord(op_id, ts, user, plan.kind, details, delta.encode())
                 self.oplog.append(rec)  # durable before anything is visible
                 self._next_op += 1
+                rec.delta = b""
                 with self._rw.write():
                     st.apply(delta, op_id)
-                rec.delta = b""
-                self.operations[op_id] = rec
+                    self.operations[op_id] = rec
                 return EditResult(op_id, delta.new_roots.tolist(), delta.old_roots.tolist(), ts)
         raise ConflictError("the cells of this edit kept changing under concurrent edits; retry")
 

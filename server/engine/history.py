@@ -46,6 +46,11 @@ class History:
     def _expired(self, n: int) -> int:
         return int(self.st.n_expired.a[n])
 
+    def _replaced_by(self, n: int, ts: int) -> bool:
+        """Whether root ``n`` was superseded at or before ``ts`` (a current root never is)."""
+        e = self._expired(n)
+        return e != FOREVER_MS and e <= ts
+
     def _walk(self, starts: list[int], t_past: int, t_future: int) -> tuple[set[int], set[tuple[int, int]]]:
         """Roots reachable from ``starts`` within the window, and old -> new links between them."""
         nodes: set[int] = set(starts)
@@ -57,7 +62,7 @@ class History:
             if x in seen_f:
                 continue
             seen_f.add(x)
-            if self._expired(x) <= t_future:
+            if self._replaced_by(x, t_future):
                 for y in self.st.future.get(x, []):
                     links.add((x, y))
                     nodes.add(y)
@@ -134,7 +139,7 @@ class History:
                 past_map[str(self._id(r))] = sorted(self._id(x) for x in out)
                 for p in out:
                     x, clean = p, True
-                    while self._expired(x) <= t_future:
+                    while self._replaced_by(x, t_future):
                         nxt = self.st.future.get(x, [])
                         if len(nxt) != 1:
                             clean = False
@@ -149,7 +154,7 @@ class History:
         t0, t1 = to_ms(timestamp_past), to_ms(timestamp_future)
         old, new = set(), set()
         with self.cg._rw.read():
-            for rec in self.cg.operations.values():
+            for rec in list(self.cg.operations.values()):
                 if t0 < rec.ts <= t1:
                     for rid in rec.details.get("old_roots", []) + rec.details.get("roots", []):
                         n = self.st.node_of(int(rid))
@@ -275,7 +280,8 @@ class History:
     def operation_details(self, operation_ids) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for op in operation_ids:
-            rec = self.cg._op(int(op))
+            with self.cg._rw.read():
+                rec = self.cg._op(int(op))
             d = {
                 k: v
                 for k, v in rec.details.items()
@@ -299,7 +305,9 @@ class History:
         t0 = to_ms(start) if start is not None else 0
         t1 = to_ms(end) if end is not None else FOREVER_MS
         cols: dict[str, list] = {"operation_id": [], "timestamp": [], "user_id": [], "operation_type": []}
-        for rec in self.cg.operations.values():
+        with self.cg._rw.read():
+            recs = sorted(self.cg.operations.values(), key=lambda r: r.operation_id)
+        for rec in recs:
             if (user is None or rec.user == user) and t0 <= rec.ts <= t1:
                 cols["operation_id"].append(rec.operation_id)
                 cols["timestamp"].append(rec.ts)

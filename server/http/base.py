@@ -1,0 +1,199 @@
+"""``CavelabHandler``: the base of every cavelab route.
+
+It does the HTTP chores once: authentication (``@tornado.web.authenticated`` on each method;
+caveclient's ``Authorization: Bearer <token>`` is accepted natively by jupyter_server), query
+parameter and body parsing (JSON whatever the Content-Type, also on GET; raw uint64),
+``int64_as_str``, the user's identity for edits, JSON/binary replies and the error mapping
+(delegated to :mod:`cavelab.server.http.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from cavelab.server.errors import InputError, NotFoundError
+from cavelab.server.http import params
+from cavelab.server.http.errors import error_response, log_level_for
+from cavelab.server.http.host import EngineHost
+
+if TYPE_CHECKING:
+    from cavelab.server.engine.graph import ChunkedGraph
+
+T = TypeVar("T")
+PREFIX = "cave"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of a reply (numpy scalars and arrays allowed)."""
+    return json.dumps(obj, default=_json_default)
+
+
+def _owner_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "owner"
+
+
+class CavelabHandler(APIHandler):
+    """Base handler: parsing helpers, replies and the single error mapping."""
+
+    # ------------------------------------------------------------------ engine
+    @property
+    def host(self) -> EngineHost:
+        return self.settings["cavelab"]
+
+    async def engine(self) -> ChunkedGraph:
+        """The engine (waits while it opens); 404 JSON when no dataset is configured."""
+        return await self.host.engine()
+
+    async def graph(self, table: str) -> ChunkedGraph:
+        """The engine, after checking that ``table`` names this dataset's graph."""
+        cg = await self.engine()
+        if table != cg.meta.name:
+            raise NotFoundError(
+                f"unknown table {table!r}; this server serves the graph {cg.meta.name!r}",
+                table=table,
+            )
+        return cg
+
+    def require_dataset(self) -> None:
+        """Raise the "no dataset" 404 on CAVE routes that do not otherwise touch the engine."""
+        if not self.host.configured:
+            from cavelab.server.http.host import NO_DATASET_MESSAGE
+
+            raise NotFoundError(NO_DATASET_MESSAGE)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an engine call in the engine thread pool (never on the IOLoop)."""
+        return await self.host.call(fn, *args, **kwargs)
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def user_name(self) -> str:
+        """Who makes this request: the JupyterHub user under a hub; else the server's owner.
+
+        A single-user Jupyter server authenticates its owner's token; jupyter_server then names
+        each cookie session "Anonymous ..." at random, so the log records the owner's login name
+        (the process user) instead.
+        """
+        user = self.current_user
+        hub = getattr(user, "hub_user", None)
+        if isinstance(hub, dict) and hub.get("name"):
+            return str(hub["name"])
+        return _owner_name()
+
+    @property
+    def user_groups(self) -> list[str]:
+        """JupyterHub groups of the user (empty outside a hub)."""
+        hub = getattr(self.current_user, "hub_user", None)
+        if isinstance(hub, dict):
+            return [str(g) for g in hub.get("groups") or []]
+        return []
+
+    def cave_url(self) -> str:
+        """This server's absolute CAVE URL as the client sees it (no trailing slash)."""
+        base = url_path_join(self.base_url, PREFIX)
+        return f"{self.request.protocol}://{self.request.host}{base}".rstrip("/")
+
+    # ------------------------------------------------------------------ query
+    def arg(self, name: str) -> str | None:
+        return self.get_query_argument(name, None)
+
+    def bool_arg(self, name: str, default: bool = False) -> bool:
+        return params.parse_bool(self.arg(name), name, default)
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        return params.parse_int(self.arg(name), name, default)
+
+    def timestamp_arg(self, name: str = "timestamp") -> float | None:
+        return params.parse_timestamp(self.arg(name), name)
+
+    def bounds_arg(self) -> np.ndarray | None:
+        return params.parse_bounds(self.arg("bounds"))
+
+    def path_id(self, value: str, what: str = "node ID") -> int:
+        return params.parse_id(value, what)
+
+    @property
+    def int64_as_str(self) -> bool:
+        return params.parse_bool(self.arg("int64_as_str"), "int64_as_str", False)
+
+    # ------------------------------------------------------------------- body
+    def json_body(self) -> Any:
+        """The body as JSON whatever the Content-Type (also on GET)."""
+        return params.parse_json(self.request.body)
+
+    def body_ids(self, key: str) -> np.ndarray:
+        """``{key: [ids]}`` (or a bare list) from the JSON body -> uint64 array."""
+        body = self.json_body()
+        if isinstance(body, dict):
+            if key not in body:
+                raise InputError(f"the JSON body needs a {key!r} list, e.g. {{{key!r}: [1, 2]}}")
+            body = body[key]
+        return params.parse_ids(body, key)
+
+    # ------------------------------------------------------------------ reply
+    def id_out(self, value: Any) -> int | str:
+        """One ID for the reply (a string when ``int64_as_str``)."""
+        v = int(value)
+        return str(v) if self.int64_as_str else v
+
+    def ids_out(self, values: Iterable[Any] | np.ndarray) -> list[Any]:
+        """IDs (a flat or rectangular array/list) for the reply, as ints or strings."""
+        lst = np.asarray(values, dtype=np.uint64).tolist()
+        return _stringify(lst) if self.int64_as_str else lst
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(obj))
+
+    def write_binary(self, data: bytes) -> None:
+        self.finish(data, set_content_type="application/octet-stream")
+
+    # ----------------------------------------------------------------- errors
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error, in one JSON shape: ``{"message": ..., "code": ...}``."""
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        status, body = error_response(exc, status_code)
+        self.set_status(status)
+        self.finish(dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if log_level_for(value) >= logging.ERROR:
+            super().log_exception(typ, value, tb)
+            return
+        status, body = error_response(value)
+        self.log.info(
+            "cavelab %s %s -> %s: %s", self.request.method, self.request.path, status, body["message"]
+        )
+
+
+def _stringify(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_stringify(v) for v in x]
+    return str(x)

@@ -1,0 +1,147 @@
+"""``EngineHost``: the one engine of a Jupyter server, opened in the background, used off the IOLoop.
+
+The host is created once at extension load and stored in ``web_app.settings["cavelab"]``.
+Opening the dataset (seconds on big data) starts immediately in a worker thread; handlers
+``await host.engine()``. Every engine call goes through :meth:`EngineHost.call`, which runs it
+in the host's thread pool so the Jupyter server's IOLoop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tornado.ioloop import IOLoop
+
+from cavelab.server.errors import CavelabError, NotFoundError
+
+if TYPE_CHECKING:
+    from cavelab.server.engine.graph import ChunkedGraph
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NO_DATASET_MESSAGE = (
+    "no cavelab dataset is configured; start with `cavelab serve DATASET_DIR` "
+    "or set c.CavelabConfig.dataset_dir"
+)
+
+
+class EngineUnavailableError(CavelabError):
+    """The dataset could not be opened; the message says why (the server itself keeps running)."""
+
+    status = 500
+    code = "engine_unavailable"
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What the host needs from ``CavelabConfig`` (plain values, no traitlets)."""
+
+    dataset_dir: str = ""
+    storage_url: str | None = None
+    max_merge_chunk_distance: int | None = 3
+    executor_workers: int = 4
+
+
+class EngineHost:
+    """Owns the engine, its opening future and the thread pool that runs every engine call."""
+
+    def __init__(self, settings: HostSettings) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, int(settings.executor_workers)), thread_name_prefix="cavelab-engine"
+        )
+        self._future: Future[ChunkedGraph] | None = None
+        self.open_seconds: float | None = None
+
+    # ------------------------------------------------------------------ opening
+    @property
+    def configured(self) -> bool:
+        """Whether a dataset directory was configured at all."""
+        return bool(self.settings.dataset_dir)
+
+    def start(self) -> None:
+        """Start opening the dataset in the background (no-op without a dataset)."""
+        if self.configured and self._future is None:
+            self._future = self.executor.submit(self._open)
+
+    def _open(self) -> ChunkedGraph:
+        from cavelab.server.engine.graph import ChunkedGraph
+
+        distance = self.settings.max_merge_chunk_distance
+        if distance is not None and distance < 0:
+            distance = None
+        t0 = time.perf_counter()
+        try:
+            cg = ChunkedGraph.open(
+                self.settings.dataset_dir,
+                storage_url=self.settings.storage_url or None,
+                max_merge_chunk_distance=distance,
+            )
+        except Exception as e:
+            log.error("cavelab: cannot open dataset %s: %s", self.settings.dataset_dir, e)
+            raise
+        self.open_seconds = time.perf_counter() - t0
+        log.info("cavelab: dataset %s ready in %.2fs", self.settings.dataset_dir, self.open_seconds)
+        return cg
+
+    @property
+    def ready(self) -> bool:
+        """Whether the engine finished opening successfully."""
+        f = self._future
+        return f is not None and f.done() and f.exception() is None
+
+    def peek(self) -> tuple[str, ChunkedGraph | None, BaseException | None]:
+        """``(state, engine, error)`` without waiting; state is unconfigured/loading/error/ready."""
+        if not self.configured:
+            return "unconfigured", None, None
+        f = self._future
+        if f is None or not f.done():
+            return "loading", None, None
+        exc = f.exception()
+        if exc is not None:
+            return "error", None, exc
+        return "ready", f.result(), None
+
+    async def engine(self) -> ChunkedGraph:
+        """The opened engine; waits for the background open. Raises a JSON-mappable error."""
+        if not self.configured:
+            raise NotFoundError(NO_DATASET_MESSAGE)
+        self.start()
+        assert self._future is not None
+        try:
+            return await asyncio.wrap_future(self._future)
+        except CavelabError as e:
+            raise EngineUnavailableError(
+                f"the dataset {self.settings.dataset_dir} could not be opened: {e.message}"
+            ) from e
+        except Exception as e:
+            raise EngineUnavailableError(
+                f"the dataset {self.settings.dataset_dir} could not be opened: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    # -------------------------------------------------------------------- calls
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in the engine thread pool and await its result."""
+        loop = IOLoop.current()
+        if kwargs:
+            return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        """Close the engine (if open) and stop the pool; safe to call more than once."""
+        f = self._future
+        if f is not None and f.done() and f.exception() is None:
+            try:
+                f.result().close()
+            except Exception:  # closing at exit must never raise
+                log.debug("cavelab: error closing the engine", exc_info=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
