@@ -104,6 +104,8 @@ def load_extension(serverapp: Any) -> EngineHost:
     base_url = web_app.settings.get("base_url", "/")
     setup_handlers(web_app, base_url)
     export_environment(serverapp)
+    if host.configured:  # kernels can read the dataset's files (e.g. supervoxel_map.parquet)
+        os.environ["CAVELAB_DATASET"] = str(host.settings.dataset_dir)
     # the port is final only once the server listens: export again when the loop runs
     IOLoop.current().add_callback(export_environment, serverapp)
     atexit.register(host.close)
