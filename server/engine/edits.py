@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cavelab.server.engine.arrays import uniq
 from cavelab.server.engine.delta import GraphDelta
 from cavelab.server.engine.hierarchy import build_layers, components
 from cavelab.server.engine.state import GraphState
@@ -83,7 +84,7 @@ class Plan:
 def root_supervoxels(state: GraphState, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """L2 nodes of ``roots`` and, for each of their supervoxels, the position of its L2 node."""
     l2 = np.concatenate([state.leaves(int(r), stop_layer=2)[0] for r in roots])
-    l2 = np.unique(l2)
+    l2 = uniq(l2)
     svs, owner = state.children_many(l2)
     return l2, np.stack([svs, owner], axis=1) if svs.size else np.zeros((0, 2), np.int64)
 
@@ -92,7 +93,7 @@ def active_edges_within(
     state: GraphState, svs: np.ndarray, ts: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges active (now, or at ``ts``) with both ends in ``svs`` (sorted): ``(edge idx, local pairs)``."""
-    e = np.unique(state.incident_edges(svs))
+    e = uniq(state.incident_edges(svs))
     act = state.e_active.a[e] if ts is None else state.edge_active_at(e, ts)
     e = e[act]
     ends = state.e_sv.a[e]
@@ -105,9 +106,13 @@ def active_edges_within(
 def plan_rebuild(
     state: GraphState,
     plan: Plan,
+    pre: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Plan:
-    """Fill ``plan.new_nodes``: the copy-on-write hierarchy of ``plan.old_roots`` after its edge changes."""
-    l2, sv_owner = root_supervoxels(state, plan.old_roots)
+    """Fill ``plan.new_nodes``: the copy-on-write hierarchy of ``plan.old_roots`` after its edge changes.
+
+    ``pre`` may pass :func:`root_supervoxels` of ``plan.old_roots`` when the caller has it.
+    """
+    l2, sv_owner = pre if pre is not None else root_supervoxels(state, plan.old_roots)
     svs_unsorted = sv_owner[:, 0]
     order = np.argsort(svs_unsorted)
     svs = svs_unsorted[order]
@@ -115,7 +120,7 @@ def plan_rebuild(
     n_sv = svs.size
 
     # edge states after the change
-    e = np.unique(state.incident_edges(svs))
+    e = uniq(state.incident_edges(svs))
     act = state.e_active.a[e].copy()
     act[np.isin(e, plan.activate)] = True
     act[np.isin(e, plan.deactivate)] = False
@@ -152,7 +157,7 @@ def plan_rebuild(
             [ch_layer, state.layout.edge_layers(state.sv_chunk[plan.add_pairs[:, 0]], state.sv_chunk[plan.add_pairs[:, 1]])]
         )
     in_chunk = ch_pairs[ch_layer == 1]
-    affected_l2 = np.unique(sv_l2[np.searchsorted(svs, in_chunk.ravel())]) if in_chunk.size else np.zeros(0, np.int64)
+    affected_l2 = uniq(sv_l2[np.searchsorted(svs, in_chunk.ravel())]) if in_chunk.size else np.zeros(0, np.int64)
     l2_is_affected = np.zeros(l2.size, dtype=bool)
     l2_is_affected[affected_l2] = True
 
@@ -175,7 +180,7 @@ def plan_rebuild(
         l2_sizes = np.bincount(sv_l2, minlength=l2.size)
         for g in range(k):
             members = aff_sv[lab == g]
-            owners = np.unique(old_of[lab == g])
+            owners = uniq(old_of[lab == g])
             if owners.size == 1 and l2_sizes[owners[0]] == members.size:
                 ref = int(l2[owners[0]])  # unchanged L2 node
             else:
@@ -200,7 +205,7 @@ def plan_rebuild(
     n_layer = state.n_layer.a
     for ln in layers_out:
         refs = np.empty(ln.child_ref.size, dtype=np.int64)
-        for cl in np.unique(ln.child_layer):
+        for cl in uniq(ln.child_layer):
             m = ln.child_layer == cl
             refs[m] = resolved[int(cl)][ln.child_ref[m]]
         out = np.empty(ln.n, dtype=np.int64)
@@ -244,10 +249,14 @@ def plan_merge(state: GraphState, sv_a: int, sv_b: int) -> Plan:
             root_id=int(state.n_id.a[ra]),
         )
     _check_current(state, np.array([ra, rb]))
-    _, owner_a = root_supervoxels(state, np.array([ra]))
-    _, owner_b = root_supervoxels(state, np.array([rb]))
+    l2_a, owner_a = root_supervoxels(state, np.array([ra]))
+    l2_b, owner_b = root_supervoxels(state, np.array([rb]))
+    pre = (
+        np.concatenate([l2_a, l2_b]),
+        np.concatenate([owner_a, owner_b + np.array([0, l2_a.size])]),
+    )
     svs_b = np.sort(owner_b[:, 0])
-    e = np.unique(state.incident_edges(owner_a[:, 0]))
+    e = uniq(state.incident_edges(owner_a[:, 0]))
     e = e[~state.e_active.a[e]]
     ends = state.e_sv.a[e]
     pos = np.minimum(np.searchsorted(svs_b, ends), max(svs_b.size - 1, 0))
@@ -259,7 +268,7 @@ def plan_merge(state: GraphState, sv_a: int, sv_b: int) -> Plan:
     else:
         plan.add_pairs = np.array([[min(sv_a, sv_b), max(sv_a, sv_b)]], dtype=np.int64)
         plan.add_affinity = np.array([FAKE_EDGE_AFFINITY], dtype=np.float32)
-    return plan_rebuild(state, plan)
+    return plan_rebuild(state, plan, pre)
 
 
 def plan_edge_changes(
@@ -277,7 +286,7 @@ def plan_edge_changes(
             "the edges of that operation are already in the state this would produce; nothing to do"
         )
     ends = state.e_sv.a[np.concatenate([act, deact])].ravel()
-    roots = np.unique(state.climb(state.sv_parent[ends], state.last_ts))
+    roots = uniq(state.climb(state.sv_parent[ends], state.last_ts))
     _check_current(state, roots)
     plan = Plan(kind=kind, old_roots=roots, activate=act, deactivate=deact)
     return plan_rebuild(state, plan)
@@ -299,8 +308,8 @@ def plan_split(
     """
     from cavelab.server.engine.mincut import min_cut
 
-    sources = np.unique(np.asarray(sources, dtype=np.int64))
-    sinks = np.unique(np.asarray(sinks, dtype=np.int64))
+    sources = uniq(np.asarray(sources, dtype=np.int64))
+    sinks = uniq(np.asarray(sinks, dtype=np.int64))
     if not sources.size or not sinks.size:
         raise PreconditionError("a split needs at least one source and one sink point")
     both = np.intersect1d(sources, sinks)
@@ -310,15 +319,15 @@ def plan_split(
             "place the sink points on the other part of the cell"
         )
     roots = state.climb(state.sv_parent[np.concatenate([sources, sinks])], state.last_ts)
-    if np.unique(roots).size != 1:
+    if uniq(roots).size != 1:
         raise PreconditionError(
             "sources and sinks belong to different cells "
             f"{sorted(set(state.n_id.a[roots].tolist()))}; all points of a split must lie on one cell"
         )
     r = int(roots[0])
     _check_current(state, np.array([r]))
-    _, owner = root_supervoxels(state, np.array([r]))
-    svs = np.sort(owner[:, 0])
+    pre = root_supervoxels(state, np.array([r]))
+    svs = np.sort(pre[1][:, 0])
     e, local = active_edges_within(state, svs)
     cut = min_cut(
         svs.size,
@@ -336,4 +345,4 @@ def plan_split(
     if preview:
         return None, cut
     plan = Plan(kind="split", old_roots=np.array([r], dtype=np.int64), deactivate=cut_edges)
-    return plan_rebuild(state, plan), cut
+    return plan_rebuild(state, plan, pre), cut

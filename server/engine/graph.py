@@ -431,7 +431,7 @@ class ChunkedGraph:
                 self._next_op += 1
                 rec.delta = b""
                 with self._rw.write():
-                    st.apply(delta, op_id)
+                    st.apply(delta, op_id, edge_hint=(plan.activate, plan.deactivate))
                     self.operations[op_id] = rec
                 return EditResult(op_id, delta.new_roots.tolist(), delta.old_roots.tolist(), ts)
         raise ConflictError("the cells of this edit kept changing under concurrent edits; retry")

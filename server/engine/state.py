@@ -23,7 +23,7 @@ import bisect
 
 import numpy as np
 
-from cavelab.server.engine.arrays import GrowArray, build_csr, csr_gather
+from cavelab.server.engine.arrays import GrowArray, build_csr, csr_gather, uniq
 from cavelab.server.engine.delta import GraphDelta
 from cavelab.server.engine.meta import DatasetMeta
 from cavelab.server.engine.timestamps import FOREVER_MS
@@ -289,7 +289,7 @@ class GraphState:
         out = np.full(pairs.shape[0], -1, dtype=np.int64)
         if not pairs.shape[0]:
             return out
-        e = self.incident_edges(np.unique(pairs[:, 0]))
+        e = self.incident_edges(uniq(pairs[:, 0]))
         ends = self.e_sv.a[e]
         lo = np.minimum(ends[:, 0], ends[:, 1])
         hi = np.maximum(ends[:, 0], ends[:, 1])
@@ -369,15 +369,27 @@ class GraphState:
         return out
 
     # ------------------------------------------------------------------ apply
-    def apply(self, delta: GraphDelta, operation_id: int) -> None:
-        """Apply one operation's changes (also used to replay the log)."""
+    def apply(
+        self,
+        delta: GraphDelta,
+        operation_id: int,
+        edge_hint: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Apply one operation's changes (also used to replay the log).
+
+        ``edge_hint`` gives the edge indices of ``delta.activate`` / ``delta.deactivate`` when the
+        caller planned them on this very state (saves looking the pairs up).
+        """
         ts = int(delta.ts)
         # edges
-        for pairs, value in ((delta.activate, True), (delta.deactivate, False)):
+        for k, (pairs, value) in enumerate(((delta.activate, True), (delta.deactivate, False))):
             if pairs.shape[0]:
-                sv_a, _ = self.sv_index(pairs[:, 0])
-                sv_b, _ = self.sv_index(pairs[:, 1])
-                idx = self.find_edges(np.stack([sv_a, sv_b], axis=1))
+                if edge_hint is not None:
+                    idx = np.asarray(edge_hint[k], dtype=np.int64)
+                else:
+                    sv_a, _ = self.sv_index(pairs[:, 0])
+                    sv_b, _ = self.sv_index(pairs[:, 1])
+                    idx = self.find_edges(np.stack([sv_a, sv_b], axis=1))
                 for e in idx.tolist():
                     if e < 0 or bool(self.e_active.a[e]) == value:
                         continue
