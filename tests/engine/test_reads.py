@@ -9,6 +9,7 @@ import pytest
 from cavelab.server.engine.graph import ChunkedGraph
 from cavelab.server.engine.ids import GrapheneLayout, compute_layer_bits
 from cavelab.server.errors import InputError, InvalidNodeError
+
 from graph_factory import random_graph
 
 
