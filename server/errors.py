@@ -19,7 +19,8 @@ short machine ``code``; the HTTP layer turns any of them into
     │   └── StaleRootError (409)    names the current roots
     ├── PermissionDeniedError (403)
     ├── IngestError (400)           bad input data for ``cavelab ingest``
-    └── StorageError (503)          the store could not be read or written
+    ├── StorageError (503)          the store could not be read or written
+    └── EngineUnavailableError (500) the dataset could not be opened (the server keeps running)
 """
 
 from __future__ import annotations
@@ -95,3 +96,10 @@ class IngestError(CavelabError, ValueError):
 class StorageError(CavelabError, OSError):
     status = 503
     code = "storage"
+
+
+class EngineUnavailableError(CavelabError):
+    """The dataset could not be opened; the message says why (the server itself keeps running)."""
+
+    status = 500
+    code = "engine_unavailable"

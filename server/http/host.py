@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tornado.ioloop import IOLoop
 
-from cavelab.server.errors import CavelabError, NotFoundError
+from cavelab.server.errors import CavelabError, EngineUnavailableError, NotFoundError
 
 if TYPE_CHECKING:
     from cavelab.server.engine.graph import ChunkedGraph
@@ -31,13 +31,6 @@ NO_DATASET_MESSAGE = (
     "no cavelab dataset is configured; start with `cavelab serve DATASET_DIR` "
     "or set c.CavelabConfig.dataset_dir"
 )
-
-
-class EngineUnavailableError(CavelabError):
-    """The dataset could not be opened; the message says why (the server itself keeps running)."""
-
-    status = 500
-    code = "engine_unavailable"
 
 
 @dataclass(frozen=True)
