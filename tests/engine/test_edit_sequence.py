@@ -68,8 +68,13 @@ class Model:
         return found or {tuple(sorted((a, b)))}
 
 
-@pytest.mark.parametrize("seed", [3, 11])
-def test_random_edit_sequence_matches_networkx(tmp_path, seed):
+@pytest.mark.parametrize(("seed", "local_cuts"), [(3, False), (11, False), (17, True)])
+def test_random_edit_sequence_matches_networkx(tmp_path, monkeypatch, seed, local_cuts):
+    if local_cuts:  # force CAVE's local (boxed) multicut, with its whole-cell fallback
+        from cavelab.server.engine import edits
+
+        monkeypatch.setattr(edits, "LOCAL_CUT_MIN_SUPERVOXELS", 8)
+        monkeypatch.setattr(edits, "LOCAL_CUT_PAD_NM", (80.0, 80.0, 80.0))
     meta, g = random_graph(tmp_path / "ds", seed=seed, grid=(4, 4, 2), sv_per_chunk=14, p_active=0.5)
     cg = ChunkedGraph.open(tmp_path / "ds", max_merge_chunk_distance=None)
     m = Model(g)
