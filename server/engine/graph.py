@@ -213,7 +213,60 @@ class ChunkedGraph:
 
     def get_root(self, node_id: int, timestamp: Timestamp = None, stop_layer: int | None = None) -> int:
         """Root of one supervoxel or node; raises :class:`InvalidNodeError` for unknown IDs."""
+        if stop_layer is None and isinstance(node_id, (int, np.integer)):
+            ts = self._ts(timestamp)
+            with self._rw.read():
+                r = self._root_scalar(int(node_id), ts)
+            if r:
+                return r
         return int(self.get_roots([node_id], timestamp, stop_layer, fail_to_zero=False)[0])
+
+    def try_get_root_now(self, node_id: int, timestamp: Timestamp = None) -> int | None:
+        """:meth:`get_root` if it can run without waiting for a lock, else ``None``.
+
+        A root lookup takes microseconds; servers call this on their event loop and fall back
+        to a worker thread when an edit is being applied.
+        """
+        ts = self._ts(timestamp)
+        if not self._rw.try_acquire_read():
+            return None
+        try:
+            return self._root_scalar(int(node_id), ts) or None
+        finally:
+            self._rw.release_read()
+
+    def _root_scalar(self, node_id: int, ts: int) -> int:
+        """Scalar root lookup (0 when the ID is not a supervoxel/node at ``ts``); call under the read lock."""
+        st = self.state
+        if not 0 < node_id < 2**64:
+            return 0
+        layer = node_id >> 56
+        if layer == 1:
+            idx, ok = st.sv_index(np.array([node_id], dtype=np.uint64))
+            if not ok[0]:
+                return 0
+            i = int(idx[0])
+            cur = int(st.sv_parent[i]) if st.sv_parent_ts[i] <= ts else int(st.sv_parent_at(np.array([i]), ts)[0])
+        elif 2 <= layer <= self.n_layers:
+            n = st.id_to_new.get(node_id)
+            if n is None:
+                idx, ok = st.node_index(np.array([node_id], dtype=np.uint64))
+                if not ok[0]:
+                    return 0
+                n = int(idx[0])
+            if st.n_created.a[n] > ts:
+                return 0
+            cur = n
+        else:
+            return 0
+        top = self.n_layers
+        lay, par, pts = st.n_layer.a, st.n_parent.a, st.n_parent_ts.a
+        while cur >= 0 and lay[cur] < top:
+            nxt = int(par[cur]) if pts[cur] <= ts else int(st.node_parent_at(np.array([cur]), ts)[0])
+            if nxt < 0:
+                break
+            cur = nxt
+        return int(st.n_id.a[cur]) if cur >= 0 else 0
 
     def get_children(self, node_id: int) -> np.ndarray:
         with self._rw.read():

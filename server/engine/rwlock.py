@@ -30,6 +30,24 @@ class RWLock:
                 if self._readers == 0:
                     self._cond.notify_all()
 
+    def try_acquire_read(self) -> bool:
+        """Take a read lock only if that needs no waiting; pair with :meth:`release_read`."""
+        if not self._cond.acquire(blocking=False):
+            return False
+        try:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+        finally:
+            self._cond.release()
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
     @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:

@@ -52,6 +52,7 @@ class EngineHost:
             max_workers=max(1, int(settings.executor_workers)), thread_name_prefix="cavelab-engine"
         )
         self._future: Future[ChunkedGraph] | None = None
+        self._engine: ChunkedGraph | None = None  # set once opened: no await on the hot path
         self.open_seconds: float | None = None
 
     # ------------------------------------------------------------------ opening
@@ -105,12 +106,17 @@ class EngineHost:
 
     async def engine(self) -> ChunkedGraph:
         """The opened engine; waits for the background open. Raises a JSON-mappable error."""
+        cg = self._engine
+        if cg is not None:
+            return cg
         if not self.configured:
             raise NotFoundError(NO_DATASET_MESSAGE)
         self.start()
         assert self._future is not None
         try:
-            return await asyncio.wrap_future(self._future)
+            cg = await asyncio.wrap_future(self._future)
+            self._engine = cg
+            return cg
         except CavelabError as e:
             raise EngineUnavailableError(
                 f"the dataset {self.settings.dataset_dir} could not be opened: {e.message}"

@@ -30,7 +30,10 @@ class RootHandler(CavelabHandler):
         cg = await self.graph(table)
         node = self.path_id(node_id)
         ts, stop = self.timestamp_arg(), self.int_arg("stop_layer")
-        root = await self.call(cg.get_root, node, ts, stop)
+        # microseconds of work: answered on the loop when no edit holds the lock, else in the pool
+        root = cg.try_get_root_now(node, ts) if stop is None else None
+        if root is None:
+            root = await self.call(cg.get_root, node, ts, stop)
         self.write_json({"root_id": self.id_out(root)})
 
 

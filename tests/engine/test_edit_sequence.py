@@ -162,7 +162,14 @@ def test_random_edit_sequence_matches_networkx(tmp_path, monkeypatch, seed, loca
 
     # every past state is still readable at its time (inclusive), and just before the next one
     for k, (ts, G) in enumerate(m.snapshots):
-        _partition_matches(cg.get_roots(g.sv_ids, timestamp=ts / 1000), G)
+        roots_then = cg.get_roots(g.sv_ids, timestamp=ts / 1000)
+        _partition_matches(roots_then, G)
+        if k % 10 == 0:  # the scalar path (used by the HTTP hot path) agrees, from SVs and L2 nodes
+            for i in rng.integers(0, g.n_supervoxels, 15):
+                assert cg.get_root(int(g.sv_ids[i]), timestamp=ts / 1000) == roots_then[i]
+                assert cg.try_get_root_now(int(g.sv_ids[i]), timestamp=ts / 1000) == roots_then[i]
+                l2 = int(cg.get_roots([g.sv_ids[i]], timestamp=ts / 1000, stop_layer=2)[0])
+                assert cg.get_root(l2, timestamp=ts / 1000) == roots_then[i]
         if k + 1 < len(m.snapshots):
             nxt = m.snapshots[k + 1][0]
             if nxt - 1 >= ts:

@@ -1,0 +1,45 @@
+"""The ``cavelab`` command line: generate -> ingest -> info, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+
+def cavelab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cavelab.server.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_generate_ingest_info(tmp_path):
+    src, ds = tmp_path / "src", tmp_path / "ds"
+    r = cavelab("generate", str(src), "--preset", "tiny", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["name"] == "tiny"
+    r = cavelab("ingest", str(src), str(ds), "--quiet", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "cavelab serve" in r.stdout
+    info = json.loads(cavelab("info", str(ds)).stdout)
+    assert info["n_layers"] >= 3 and info["ingest_report"]["n_supervoxels"] > 0
+    # every source label maps to supervoxels that decode to layer 1
+    svmap = pd.read_parquet(ds / "supervoxel_map.parquet")
+    labels = pd.read_parquet(src / "ground_truth.parquet")["sv"]
+    assert set(labels.astype(np.uint64)) == set(svmap["label"].astype(np.uint64))
+    assert np.all(svmap["sv_id"].to_numpy(np.uint64) >> np.uint64(56) == 1)
+    # ingesting into a non-empty directory is refused unless asked
+    r = cavelab("ingest", str(src), str(ds), "--quiet")
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_refusals_name_the_problem(tmp_path):
+    r = cavelab("ingest", str(tmp_path / "nope"), str(tmp_path / "ds"))
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    r = cavelab("generate", str(tmp_path / "x"), "--preset", "huge")
+    assert r.returncode == 2 and "tiny, small, large" in r.stderr
+    r = cavelab("info", str(tmp_path))
+    assert r.returncode == 2 and "cavelab ingest" in r.stderr
