@@ -96,10 +96,8 @@ def active_edges_within(
     e = uniq(state.incident_edges(svs))
     act = state.e_active.a[e] if ts is None else state.edge_active_at(e, ts)
     e = e[act]
-    ends = state.e_sv.a[e]
-    pos = np.searchsorted(svs, ends)
-    pos = np.minimum(pos, max(svs.size - 1, 0))
-    inside = np.all(svs[pos] == ends, axis=1)
+    pos = state.positions(svs, state.e_sv.a[e])
+    inside = np.all(pos >= 0, axis=1)
     return e[inside], pos[inside]
 
 
@@ -125,9 +123,8 @@ def plan_rebuild(
     act[np.isin(e, plan.activate)] = True
     act[np.isin(e, plan.deactivate)] = False
     e = e[act]
-    ends = state.e_sv.a[e]
-    pos = np.minimum(np.searchsorted(svs, ends), max(n_sv - 1, 0))
-    inside = np.all(svs[pos] == ends, axis=1)
+    pos = state.positions(svs, state.e_sv.a[e])
+    inside = np.all(pos >= 0, axis=1)
     if not np.all(inside):
         bad = e[~inside][:3]
         raise PreconditionError(
@@ -209,22 +206,26 @@ def plan_rebuild(
             m = ln.child_layer == cl
             refs[m] = resolved[int(cl)][ln.child_ref[m]]
         out = np.empty(ln.n, dtype=np.int64)
-        for i in range(ln.n):
-            kids = refs[ln.child_ptr[i] : ln.child_ptr[i + 1]]
-            reuse = -1
-            if ln.layer < state.n_layers and np.all(kids >= 0):
-                parents = state.n_parent.a[kids]
-                p = int(parents[0])
-                if (
-                    p >= 0
-                    and np.all(parents == p)
-                    and int(n_layer[p]) == ln.layer
-                    and int(state.n_children(np.array([p]))[0]) == kids.size
-                ):
-                    reuse = p
-            if reuse >= 0:
-                out[i] = reuse
-            else:
+        if ln.n:
+            # reuse an existing node when all children are old, share it as parent, and are all
+            # of its children (vectorized over the layer's nodes)
+            counts = np.diff(ln.child_ptr)
+            starts = ln.child_ptr[:-1]
+            owner = np.repeat(np.arange(ln.n), counts)
+            any_new = np.bincount(owner, weights=(refs < 0), minlength=ln.n) > 0
+            par = np.where(refs >= 0, state.n_parent.a[np.maximum(refs, 0)], -2)
+            pmin = np.minimum.reduceat(par, starts)
+            pmax = np.maximum.reduceat(par, starts)
+            reuse = (~any_new) & (pmin == pmax) & (pmin >= 0)
+            if ln.layer == state.n_layers:
+                reuse[:] = False  # every edit mints new roots
+            cand = np.flatnonzero(reuse)
+            ok = n_layer[pmin[cand]] == ln.layer
+            ok &= state.n_children(pmin[cand]) == counts[cand]
+            reuse[cand[~ok]] = False
+            out[reuse] = pmin[reuse]
+            for i in np.flatnonzero(~reuse).tolist():
+                kids = refs[ln.child_ptr[i] : ln.child_ptr[i + 1]]
                 new_nodes.append(NewNode(ln.layer, ln.chunk[i], kids.copy()))
                 out[i] = -len(new_nodes)
         resolved[ln.layer] = out
@@ -258,9 +259,7 @@ def plan_merge(state: GraphState, sv_a: int, sv_b: int) -> Plan:
     svs_b = np.sort(owner_b[:, 0])
     e = uniq(state.incident_edges(owner_a[:, 0]))
     e = e[~state.e_active.a[e]]
-    ends = state.e_sv.a[e]
-    pos = np.minimum(np.searchsorted(svs_b, ends), max(svs_b.size - 1, 0))
-    hit = np.any(svs_b[pos] == ends, axis=1)
+    hit = np.any(state.positions(svs_b, state.e_sv.a[e]) >= 0, axis=1)
     activate = e[hit]
     plan = Plan(kind="merge", old_roots=np.array([ra, rb], dtype=np.int64))
     if activate.size:

@@ -115,6 +115,13 @@ class GrapheneLayout:
         ids = np.atleast_1d(np.asarray(ids, dtype=np.uint64))
         layers = self.layers(ids)
         out = np.zeros((ids.size, 3), dtype=np.int64)
+        if ids.size and int(layers.min()) == int(layers.max()) and int(layers[0]) in self.bits:
+            b = self.bits[int(layers[0])]  # one layer (e.g. all supervoxels): no masking passes
+            off = self.segment_bits(int(layers[0]))
+            mask = np.uint64((1 << b) - 1)
+            for axis in range(3):
+                out[:, axis] = (ids >> np.uint64(off + (2 - axis) * b)) & mask
+            return out
         for layer in np.unique(layers):
             layer = int(layer)
             if layer not in self.bits:

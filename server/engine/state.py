@@ -20,6 +20,7 @@ excludes readers while :meth:`GraphState.apply` runs.
 from __future__ import annotations
 
 import bisect
+import threading
 
 import numpy as np
 
@@ -105,6 +106,8 @@ class GraphState:
         self.new_children: dict[int, np.ndarray] = {}
         self.id_to_new: dict[int, int] = {}
         self.next_seg: dict[int, int] = {}
+
+        self._scratch = threading.local()  # per-thread supervoxel -> position maps
 
         # lineage -------------------------------------------------------------
         self.former: dict[int, list[int]] = {}
@@ -259,6 +262,21 @@ class GraphState:
             active = active[ok]
             active = active[layer[cur[active]] < stop]
         return cur
+
+    def positions(self, svs: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Position of each supervoxel index of ``queries`` in ``svs`` (-1 where absent).
+
+        A per-thread scratch array makes this one scatter and one gather (no sorting).
+        """
+        m = getattr(self._scratch, "m", None)
+        if m is None or m.size != self.sv_ids.size:
+            m = np.full(self.sv_ids.size, -1, dtype=np.int64)
+            self._scratch.m = m
+        m[svs] = np.arange(svs.size)
+        try:
+            return m[queries]
+        finally:
+            m[svs] = -1
 
     # ----------------------------------------------------------------- edges
     def incident_edges(self, svs: np.ndarray) -> np.ndarray:
