@@ -324,6 +324,9 @@ def render(res: dict) -> str:
         "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in res["targets_met"].items()),
         "",
     ]
+    notes = HERE / "analysis.md"  # hand-written reading of the figures, kept across runs
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
     return "\n".join(out)
 
 
@@ -348,7 +351,7 @@ def main() -> None:
     if not (src / "source.json").exists():
         print(f"generating {a.preset} into {src} ...", flush=True)
         subprocess.run(cavelab("generate", str(src), "--preset", a.preset, "--overwrite"), check=True)
-    if a.reingest or not (ds / "dataset.json").exists():
+    if a.reingest or not (ds / "bench_ingest.json").exists():
         print(f"ingesting into {ds} ...", flush=True)
         wall, peak = run_child_measured(cavelab("ingest", str(src), str(ds), "--overwrite"))
         rep = json.loads((ds / "ingest_report.json").read_text())

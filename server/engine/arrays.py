@@ -74,3 +74,54 @@ def uniq(a: np.ndarray) -> np.ndarray:
     if s.size < 2:
         return s
     return s[np.r_[True, s[1:] != s[:-1]]]
+
+
+class KeyedHistory:
+    """Append-only ``(key, start_ts, value)`` rows: what each key held from each time on.
+
+    Appends are vectorized; lookups for a set of keys at one time sort the rows once (cached
+    until the next append) and then cost one pass over the rows.
+
+    >>> h = KeyedHistory()
+    >>> h.append(np.array([7, 7, 9]), np.array([10, 20, 10]), np.array([1, 2, 3]))
+    >>> h.at(np.array([7, 7, 9, 8]), 15)
+    (array([1, 1, 3, 0]), array([1, 1, 1, 0]))
+    """
+
+    def __init__(self) -> None:
+        self._rows = GrowArray(np.zeros((0, 3), dtype=np.int64))
+        self._sorted: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def append(self, keys: np.ndarray, starts: np.ndarray, values: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64).ravel()
+        if not keys.size:
+            return
+        rows = np.empty((keys.size, 3), dtype=np.int64)
+        rows[:, 0] = keys
+        rows[:, 1] = starts
+        rows[:, 2] = values
+        self._rows.append(rows)
+        self._sorted = None
+
+    def _index(self) -> np.ndarray:
+        if self._sorted is None:
+            r = self._rows.a
+            self._sorted = r[np.lexsort((r[:, 1], r[:, 0]))]
+        return self._sorted
+
+    def at(self, keys: np.ndarray, ts: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each key: ``(value of its last row starting at or before ts, number of such rows)``."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(self._rows) or not keys.size:
+            return np.zeros(keys.size, dtype=np.int64), np.zeros(keys.size, dtype=np.int64)
+        r = self._index()
+        lo = np.searchsorted(r[:, 0], keys, side="left")
+        hi = np.searchsorted(r[:, 0], keys, side="right")
+        cs = np.zeros(r.shape[0] + 1, dtype=np.int64)
+        np.cumsum(r[:, 1] <= ts, out=cs[1:])
+        cnt = cs[hi] - cs[lo]
+        val = np.where(cnt > 0, r[np.maximum(lo + cnt - 1, 0), 2], 0)
+        return val, cnt

@@ -19,12 +19,11 @@ excludes readers while :meth:`GraphState.apply` runs.
 
 from __future__ import annotations
 
-import bisect
 import threading
 
 import numpy as np
 
-from cavelab.server.engine.arrays import GrowArray, build_csr, csr_gather, uniq
+from cavelab.server.engine.arrays import GrowArray, KeyedHistory, build_csr, csr_gather, uniq
 from cavelab.server.engine.delta import GraphDelta
 from cavelab.server.engine.meta import DatasetMeta
 from cavelab.server.engine.timestamps import FOREVER_MS
@@ -66,7 +65,7 @@ class GraphState:
         self._build_sv_chunk_index()
         self.sv_parent = np.asarray(arrays["sv_parent"], dtype=np.int64).copy()
         self.sv_parent_ts = np.full(s, t0, dtype=np.int64)
-        self.sv_hist: dict[int, list[tuple[int, int]]] = {}
+        self.sv_hist = KeyedHistory()  # (sv, start, earlier parent)
         self.sv_sizes = np.asarray(arrays["sv_sizes"])
         self.sv_bbox = np.asarray(arrays["sv_bbox"])
         self.sv_centroid = np.asarray(arrays["sv_centroid"])
@@ -82,7 +81,7 @@ class GraphState:
         active = np.asarray(arrays["active"], dtype=bool)
         self.e_active = GrowArray(active.copy())
         self.e_active0 = GrowArray(active.copy())
-        self.e_toggles: dict[int, list[int]] = {}
+        self.e_toggles = KeyedHistory()  # (edge, ts, 0): activity flipped at ts
         n_e = edges.shape[0]
         keys = np.concatenate([edges[:, 0], edges[:, 1]])
         vals = np.concatenate([np.arange(n_e), np.arange(n_e)])
@@ -100,7 +99,7 @@ class GraphState:
         self.n_parent_ts = GrowArray(np.full(n0, t0, dtype=np.int64))
         self.n_created = GrowArray(np.full(n0, t0, dtype=np.int64))
         self.n_expired = GrowArray(np.full(n0, FOREVER_MS, dtype=np.int64))
-        self.n_hist: dict[int, list[tuple[int, int]]] = {}
+        self.n_hist = KeyedHistory()  # (node, start, earlier parent)
         self.child_ptr = np.asarray(arrays["node_child_ptr"], dtype=np.int64)
         self.child_idx = np.asarray(arrays["node_children"], dtype=np.int64)
         self.new_children: dict[int, np.ndarray] = {}
@@ -226,26 +225,22 @@ class GraphState:
         return out
 
     # --------------------------------------------------------------- parents
-    @staticmethod
-    def _from_hist(hist: list[tuple[int, int]], ts: int) -> int:
-        starts = [h[0] for h in hist]
-        k = bisect.bisect_right(starts, ts) - 1
-        return hist[k][1] if k >= 0 else -1
-
     def sv_parent_at(self, sv: np.ndarray, ts: int) -> np.ndarray:
         sv = np.asarray(sv, dtype=np.int64)
         par = self.sv_parent[sv]
-        old = self.sv_parent_ts[sv] > ts
-        for i in np.flatnonzero(old):
-            par[i] = self._from_hist(self.sv_hist.get(int(sv[i]), []), ts)
+        old = np.flatnonzero(self.sv_parent_ts[sv] > ts)
+        if old.size:
+            val, cnt = self.sv_hist.at(sv[old], ts)
+            par[old] = np.where(cnt > 0, val, -1)
         return par
 
     def node_parent_at(self, nodes: np.ndarray, ts: int) -> np.ndarray:
         nodes = np.asarray(nodes, dtype=np.int64)
         par = self.n_parent.a[nodes]
-        old = self.n_parent_ts.a[nodes] > ts
-        for i in np.flatnonzero(old):
-            par[i] = self._from_hist(self.n_hist.get(int(nodes[i]), []), ts)
+        old = np.flatnonzero(self.n_parent_ts.a[nodes] > ts)
+        if old.size:
+            val, cnt = self.n_hist.at(nodes[old], ts)
+            par[old] = np.where(cnt > 0, val, -1)
         return par
 
     def climb(self, nodes: np.ndarray, ts: int, stop_layer: int | None = None) -> np.ndarray:
@@ -294,11 +289,9 @@ class GraphState:
         if ts >= self.last_ts:
             return self.e_active.a[edges].copy()
         out = self.e_active0.a[edges].copy()
-        if self.e_toggles:
-            for i, e in enumerate(edges.tolist()):
-                t = self.e_toggles.get(e)
-                if t and bisect.bisect_right(t, ts) % 2:
-                    out[i] = ~out[i]
+        if len(self.e_toggles):
+            _, flips = self.e_toggles.at(edges, ts)
+            out ^= (flips % 2).astype(bool)
         return out
 
     def find_edges(self, pairs: np.ndarray) -> np.ndarray:
@@ -308,12 +301,15 @@ class GraphState:
         if not pairs.shape[0]:
             return out
         e = self.incident_edges(uniq(pairs[:, 0]))
+        n = np.int64(max(self.sv_ids.size, 1))
         ends = self.e_sv.a[e]
-        lo = np.minimum(ends[:, 0], ends[:, 1])
-        hi = np.maximum(ends[:, 0], ends[:, 1])
-        table = {(int(a), int(b)): int(i) for a, b, i in zip(lo, hi, e)}
-        for k, (a, b) in enumerate(pairs.tolist()):
-            out[k] = table.get((min(a, b), max(a, b)), -1)
+        keys = np.minimum(ends[:, 0], ends[:, 1]) * n + np.maximum(ends[:, 0], ends[:, 1])
+        order = np.argsort(keys, kind="stable")
+        keys, e = keys[order], e[order]
+        q = np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])
+        pos = np.minimum(np.searchsorted(keys, q), max(keys.size - 1, 0))
+        hit = keys[pos] == q if keys.size else np.zeros(q.size, dtype=bool)
+        out[hit] = e[pos[hit]]
         return out
 
     # ---------------------------------------------------------------- leaves
@@ -408,11 +404,10 @@ class GraphState:
                     sv_a, _ = self.sv_index(pairs[:, 0])
                     sv_b, _ = self.sv_index(pairs[:, 1])
                     idx = self.find_edges(np.stack([sv_a, sv_b], axis=1))
-                for e in idx.tolist():
-                    if e < 0 or bool(self.e_active.a[e]) == value:
-                        continue
-                    self.e_active.a[e] = value
-                    self.e_toggles.setdefault(e, []).append(ts)
+                idx = uniq(idx[idx >= 0])
+                idx = idx[self.e_active.a[idx] != value]
+                self.e_active.a[idx] = value
+                self.e_toggles.append(idx, np.full(idx.size, ts), np.zeros(idx.size))
         if delta.add_edges.shape[0]:
             sv_a, _ = self.sv_index(delta.add_edges[:, 0])
             sv_b, _ = self.sv_index(delta.add_edges[:, 1])
@@ -425,8 +420,9 @@ class GraphState:
             )
             self.e_active.append(np.ones(stop - start, dtype=bool))
             self.e_active0.append(np.zeros(stop - start, dtype=bool))
-            for k, e in enumerate(range(start, stop)):
-                self.e_toggles[e] = [ts]
+            new_e = np.arange(start, stop)
+            self.e_toggles.append(new_e, np.full(new_e.size, ts), np.zeros(new_e.size))
+            for k, e in enumerate(new_e.tolist()):
                 for s in pairs[k].tolist():
                     self.adj_extra.setdefault(int(s), []).append(e)
         # nodes, bottom-up
@@ -454,10 +450,7 @@ class GraphState:
                     kids, ok = self.sv_index(child_ids)
                     if not np.all(ok):
                         raise InvalidNodeError(f"delta names unknown supervoxels {child_ids[~ok][:5].tolist()}")
-                    for c in kids.tolist():
-                        self.sv_hist.setdefault(c, []).append(
-                            (int(self.sv_parent_ts[c]), int(self.sv_parent[c]))
-                        )
+                    self.sv_hist.append(kids, self.sv_parent_ts[kids], self.sv_parent[kids])
                     self.sv_parent[kids] = node
                     self.sv_parent_ts[kids] = ts
                 else:
@@ -466,9 +459,8 @@ class GraphState:
                         raise InvalidNodeError(f"delta names unknown nodes {child_ids[~ok][:5].tolist()}")
                     par = self.n_parent.a
                     pts = self.n_parent_ts.a
-                    for c in kids.tolist():
-                        if par[c] >= 0:
-                            self.n_hist.setdefault(c, []).append((int(pts[c]), int(par[c])))
+                    had = kids[par[kids] >= 0]
+                    self.n_hist.append(had, pts[had], par[had])
                     par[kids] = node
                     pts[kids] = ts
                 self.new_children[node] = kids.astype(np.int64)
