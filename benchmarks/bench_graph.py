@@ -266,6 +266,20 @@ def bench_http(ds: Path, rng: np.random.Generator, quick: bool) -> dict:
         sample = ids[rng.integers(0, ids.size, 2000)]
         cg.get_root_id(int(sample[0]))
         r["root_http_caveclient_ms"] = pct([timed(cg.get_root_id, int(s))[0] * 1e3 for s in sample])
+        # the same lookups over one keep-alive connection without caveclient/requests overhead
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        path = f"/cave/segmentation/api/v1/table/{meta.name}/node/{{}}/root?timestamp={{}}"
+        hdr = {"Authorization": f"Bearer {token}"}
+
+        def raw(sv: int) -> bytes:
+            conn.request("GET", path.format(sv, time.time()), headers=hdr)
+            return conn.getresponse().read()
+
+        raw(int(sample[0]))
+        r["root_http_raw_ms"] = pct([timed(raw, int(s))[0] * 1e3 for s in sample])
+        conn.close()
         b = np.asarray(ids[rng.integers(0, ids.size, 100_000)])
         r["roots_binary_100k_http_ms"] = pct([timed(cg.get_roots, b)[0] * 1e3 for _ in range(5)])
         roots = np.unique(cg.get_roots(sample[:200]))
@@ -292,6 +306,7 @@ def render(res: dict) -> str:
         ("Ingest rate", f"{fmt(ing['supervoxels_per_second'])} sv/s", "—", f"≥ {TARGETS['ingest_sv_per_s']:,.0f} sv/s", "—"),
         ("Ingest wall time / peak RSS", f"{fmt(ing['wall_s'])} s / {ing['peak_rss_gib']:.1f} GiB", "—", "—", "—"),
         ("Root lookup, caveclient over HTTP", f"{fmt(http['root_http_caveclient_ms']['p50'])} / {fmt(http['root_http_caveclient_ms']['p95'])} ms" if http else "n/a", CAVE["root"], "≤ 2 ms", f"networkx BFS: {fmt(ip['naive_networkx_bfs_root_ms']['p50'])} ms"),
+        ("Root lookup, raw keep-alive HTTP (no caveclient)", f"{fmt(http['root_http_raw_ms']['p50'])} / {fmt(http['root_http_raw_ms']['p95'])} ms" if http.get("root_http_raw_ms") else "n/a", CAVE["root"], "≤ 2 ms", "—"),
         ("Root lookup, in process (single)", f"{fmt(ip['root_single_ms']['p50'] * 1000)} / {fmt(ip['root_single_ms']['p95'] * 1000)} µs", CAVE["root"], "—", "—"),
         (f"Root lookup, in process (batch of {ip['batch_size']:,})", f"{fmt(ip['batch_1m_s']['p50'] * 1000)} / {fmt(ip['batch_1m_s']['p95'] * 1000)} ms", "—", "≤ 1 s", f"scipy components: {fmt(ip['naive_scipy_components_s']['p50'])} s"),
         ("Leaves (root → supervoxels), in process", f"{fmt(ip['leaves_ms']['p50'])} / {fmt(ip['leaves_ms']['p95'])} ms", CAVE["leaves"], "—", "—"),
