@@ -48,7 +48,7 @@ class CavelabConfig(Configurable):
     ).tag(config=True)
 
     executor_workers = Int(
-        4, help="Threads that run engine calls (the Jupyter IOLoop never runs them)."
+        4, help="Threads that run engine calls (only a lock-free single root lookup runs on the IOLoop)."
     ).tag(config=True)
 
     @default("dataset_dir")

@@ -127,9 +127,7 @@ def plan_rebuild(
     inside = np.all(pos >= 0, axis=1)
     if not np.all(inside):
         bad = e[~inside][:3]
-        raise PreconditionError(
-            f"internal: active edges {bad.tolist()} leave the edited cells; graph invariant broken"
-        )
+        raise RuntimeError(f"graph invariant broken: active edges {bad.tolist()} leave the edited cells")
     pairs = pos
     elayer = state.e_layer.a[e].astype(np.int64)
     if plan.add_pairs.shape[0]:
@@ -237,7 +235,7 @@ def _check_current(state: GraphState, roots: np.ndarray) -> None:
     from cavelab.server.engine.timestamps import FOREVER_MS
 
     if np.any(state.n_expired.a[roots] != FOREVER_MS):
-        raise PreconditionError("internal: planned on a root that is no longer current")
+        raise RuntimeError("internal: planned on a root that is no longer current")
 
 
 def plan_merge(state: GraphState, sv_a: int, sv_b: int) -> Plan:

@@ -43,6 +43,7 @@ from cavelab.server.errors import (
     NotFoundError,
     PreconditionError,
     StaleRootError,
+    StorageError,
 )
 from cavelab.server.storage import (
     OperationLog,
@@ -431,7 +432,7 @@ class ChunkedGraph:
         if vox is not None and self.dataset_dir is not None:
             try:
                 sv_here = self.segmentation.supervoxel_at(vox)
-            except Exception:  # a missing volume falls back to the nearest centroid
+            except (StorageError, NotFoundError):  # no volume: use the nearest centroid
                 sv_here = 0
             if sv_here:
                 i, ok = st.sv_index(np.array([sv_here], dtype=np.uint64))
@@ -471,12 +472,9 @@ class ChunkedGraph:
                 op_id = self._next_op
                 ts = max(now_ms(), st.last_ts + 1)
                 delta = plan.finalize(st, ts)
-                e = st.e_sv.a
                 details = dict(details)
-                details["activated"] = np.concatenate(
-                    [st.sv_ids[e[plan.activate]].reshape(-1, 2), st.sv_ids[plan.add_pairs].reshape(-1, 2)]
-                ).tolist()
-                details["deactivated"] = st.sv_ids[e[plan.deactivate]].reshape(-1, 2).tolist()
+                details["activated"] = np.concatenate([delta.activate, delta.add_edges]).tolist()
+                details["deactivated"] = delta.deactivate.tolist()
                 details["old_roots"] = delta.old_roots.tolist()
                 details["roots"] = delta.new_roots.tolist()
                 rec = OperationRecord(op_id, ts, user, plan.kind, details, delta.encode())

@@ -149,24 +149,7 @@ class GrapheneLayout:
             out[m] = ids[m] & np.uint64(self.max_segment(layer))
         return out
 
-    def chunk_id_of(self, ids) -> np.ndarray:
-        """Chunk ID (segment bits cleared) of each ID."""
-        ids = np.atleast_1d(np.asarray(ids, dtype=np.uint64))
-        return ids & ~self.segments(ids)
-
     # -- geometry ------------------------------------------------------------
-    @staticmethod
-    def coords_at_layer(coords: np.ndarray, from_layer: int, to_layer: int) -> np.ndarray:
-        """Chunk coordinates of the enclosing chunk at ``to_layer`` (octree, fan-out 2).
-
-        Layers 1 and 2 share the atomic chunk grid.
-        """
-        a = max(from_layer, 2)
-        b = max(to_layer, 2)
-        if b < a:
-            raise ValueError("to_layer must not be below from_layer")
-        return np.asarray(coords, dtype=np.int64) >> (b - a)
-
     def edge_layers(self, coords_a: np.ndarray, coords_b: np.ndarray) -> np.ndarray:
         """PyChunkedGraph's cross-chunk edge layer for atomic chunk coordinate pairs.
 

@@ -45,11 +45,6 @@ class DatasetMeta:
         """Number of atomic chunks along x, y, z."""
         return tuple(int(-(-s // c)) for s, c in zip(self.size, self.chunk_size))  # type: ignore[return-value]
 
-    def layer_grid_shape(self, layer: int) -> tuple[int, int, int]:
-        g = np.asarray(self.grid_shape, dtype=np.int64)
-        shift = max(layer, 2) - 2
-        return tuple(int(v) for v in -((-g) >> shift))  # type: ignore[return-value]
-
     @staticmethod
     def layers_for(size: tuple[int, int, int], chunk_size: tuple[int, int, int]) -> int:
         grid = tuple(int(-(-s // c)) for s, c in zip(size, chunk_size))

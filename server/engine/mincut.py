@@ -561,12 +561,8 @@ def min_cut(
             return CutResult(cut, components, True)
         raise PreconditionError(message, **details)
 
-    if cut.size == 0:
-        return fail(
-            "Mincut could not find any edges to remove; try a different set of points",
-            sources=sources.tolist(),
-            sinks=sinks.tolist(),
-        )
+    # an empty cut cannot happen here: the preconditions guarantee a source-sink path, and the
+    # separation check below would refuse it anyway (sources and sinks would share a component)
     ls, ly = np.unique(labels[sources]), np.unique(labels[sinks])
     if ls.size != 1 or ly.size != 1 or ls[0] == ly[0]:
         return fail(

@@ -9,9 +9,10 @@ Index spaces
 Time travel
 -----------
 ``children`` of a node never change. A parent is versioned: ``*_parent`` holds the current
-parent and ``*_parent_ts`` the time it was set; earlier parents live in ``*_hist`` as
-``(start_ts, parent)`` lists. A root's lifetime is ``[n_created, n_expired)``. Edge activity is
-its ingest value flipped at each time in ``e_toggles``.
+parent and ``*_parent_ts`` the time it was set; earlier parents live in ``sv_hist`` / ``n_hist``
+(:class:`~cavelab.server.engine.arrays.KeyedHistory` rows ``(key, start_ts, parent)``). A root's
+lifetime is ``[n_created, n_expired)``. Edge activity is its ingest value flipped once per row of
+``e_toggles`` (rows ``(edge, ts)``).
 
 Nothing here locks; :class:`cavelab.server.engine.graph.ChunkedGraph` serialises writers and
 excludes readers while :meth:`GraphState.apply` runs.
@@ -27,7 +28,7 @@ from cavelab.server.engine.arrays import GrowArray, KeyedHistory, build_csr, csr
 from cavelab.server.engine.delta import GraphDelta
 from cavelab.server.engine.meta import DatasetMeta
 from cavelab.server.engine.timestamps import FOREVER_MS
-from cavelab.server.errors import InvalidNodeError
+from cavelab.server.errors import InvalidNodeError, StorageError
 
 BASE_ARRAYS = (
     "sv_ids",
@@ -50,7 +51,7 @@ class GraphState:
     def __init__(self, meta: DatasetMeta, arrays: dict[str, np.ndarray]) -> None:
         missing = [k for k in BASE_ARRAYS if k not in arrays]
         if missing:
-            raise InvalidNodeError(f"dataset graph arrays are incomplete (missing {missing}); re-ingest")
+            raise StorageError(f"the dataset's graph arrays are incomplete (missing {missing}); re-run `cavelab ingest`")
         self.meta = meta
         self.layout = meta.layout
         self.n_layers = meta.n_layers

@@ -2,8 +2,9 @@
 
 The host is created once at extension load and stored in ``web_app.settings["cavelab"]``.
 Opening the dataset (seconds on big data) starts immediately in a worker thread; handlers
-``await host.engine()``. Every engine call goes through :meth:`EngineHost.call`, which runs it
-in the host's thread pool so the Jupyter server's IOLoop never blocks.
+``await host.engine()``. Engine calls go through :meth:`EngineHost.call`, which runs them in the
+host's thread pool; the exceptions are a single root lookup (``try_get_root_now``, taken only
+when the read lock is free) and cheap status/metadata reads, which never wait.
 """
 
 from __future__ import annotations
@@ -136,11 +137,15 @@ class EngineHost:
         return await loop.run_in_executor(self.executor, fn, *args)
 
     def close(self) -> None:
-        """Close the engine (if open) and stop the pool; safe to call more than once."""
+        """Stop the pool (queued calls are dropped, running ones finish), then close the engine.
+
+        Closing the log only after running edits finish means none is cut off half-way.
+        Safe to call more than once.
+        """
+        self.executor.shutdown(wait=True, cancel_futures=True)
         f = self._future
         if f is not None and f.done() and f.exception() is None:
             try:
                 f.result().close()
             except Exception:  # closing at exit must never raise
                 log.debug("cavelab: error closing the engine", exc_info=True)
-        self.executor.shutdown(wait=False, cancel_futures=True)

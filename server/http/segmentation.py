@@ -1,7 +1,7 @@
 """ChunkedGraph reads (``<base_url>cave/segmentation/...``, PyChunkedGraph API v1).
 
-``P = segmentation/api/v1/table/{t}``. Each handler parses, makes one engine call in the pool,
-and serialises; IDs become strings when ``int64_as_str`` is true.
+``P = segmentation/api/v1/table/{t}``. Each handler parses, makes one engine call in the pool (a single
+root lookup is answered on the loop when the read lock is free), and serialises; IDs become strings when ``int64_as_str`` is true.
 """
 
 from __future__ import annotations

@@ -57,12 +57,10 @@ def build_base_graph(meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, np.ndar
     all_ids = np.concatenate(ids_by_layer)
     n_nodes = all_ids.size
     parent = np.full(n_nodes, -1, dtype=np.int64)
-    child_lists: list[np.ndarray] = [None] * n_nodes  # type: ignore[list-item]
 
     # children of L2 nodes are supervoxels
     order = np.argsort(sv_l2, kind="stable")
     cnt = np.bincount(sv_l2, minlength=n_l2)
-    l2_ptr = np.r_[0, np.cumsum(cnt)]
     ptr_parts = [cnt]
     child_parts = [order.astype(np.int64)]
     for i, ln in enumerate(layers):
@@ -74,7 +72,6 @@ def build_base_graph(meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, np.ndar
         parent[ref] = me
         ptr_parts.append(np.diff(ln.child_ptr))
         child_parts.append(ref)
-    del child_lists, l2_ptr
     counts = np.concatenate(ptr_parts)
     children = np.concatenate(child_parts)  # node-space indices (supervoxel indices for L2)
 
@@ -155,16 +152,19 @@ def ingest(
     dst = Path(dataset_dir)
     if not src.is_dir():
         raise IngestError(f"source {src} is not a directory (see docs/input_format.md)")
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise IngestError(f"{dst} is not empty; choose a new dataset directory or pass --overwrite")
-        shutil.rmtree(dst)
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        raise IngestError(f"{dst} is not empty; choose a new dataset directory or pass --overwrite")
     info: dict[str, Any] = {}
     if (src / "source.json").exists():
-        info = json.loads((src / "source.json").read_text())
+        try:
+            info = json.loads((src / "source.json").read_text())
+        except json.JSONDecodeError as e:
+            raise IngestError(f"{src / 'source.json'} is not valid JSON: {e}") from e
     vol = open_ngff(src / "segmentation.zarr")
     if chunk_size is None:
         chunk_size = tuple(info.get("suggested_chunk_size") or (128, 128, 32))  # type: ignore[assignment]
+    if len(chunk_size) != 3 or min(int(c) for c in chunk_size) < 1:
+        raise IngestError(f"chunk size must be three positive voxel counts (x, y, z), got {list(chunk_size)}")
     size = tuple(int(s) for s in vol.shape)
     meta = DatasetMeta(
         name=name or info.get("name") or src.name.replace("-", "_"),
@@ -172,18 +172,28 @@ def ingest(
         size=size,  # type: ignore[arg-type]
         chunk_size=tuple(int(c) for c in chunk_size),  # type: ignore[arg-type]
         n_layers=DatasetMeta.layers_for(size, chunk_size),  # type: ignore[arg-type]
-        created_ms=now_ms(),
+        created_ms=0,  # set when the graph is written
         source={"path": str(src.resolve()), "threshold": threshold, **{k: v for k, v in info.items() if k != "name"}},
     )
-    dst.mkdir(parents=True, exist_ok=True)
-    g, report = build_supervoxel_graph(src, dst, meta, threshold=threshold, progress=progress, workers=workers)
-    meta.created_ms = now_ms()
-    hreport = write_dataset(dst, meta, g)
-    total = time.perf_counter() - t0
-    report = dict(report)
-    report.update(hreport)
-    report["total_seconds"] = total
-    report["supervoxels_per_second"] = g.n_supervoxels / total if total > 0 else None
-    report["n_layers"] = meta.n_layers
-    (dst / "ingest_report.json").write_text(json.dumps(report, indent=2, default=str))
+    # build next to the destination and swap it in only when complete: a failed ingest leaves
+    # no half-written dataset, and --overwrite never loses the old one to a bad source
+    work = dst.parent / f".{dst.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        g, report = build_supervoxel_graph(src, work, meta, threshold=threshold, progress=progress, workers=workers)
+        meta.created_ms = now_ms()
+        hreport = write_dataset(work, meta, g)
+        total = time.perf_counter() - t0
+        report = dict(report)
+        report.update(hreport)
+        report["total_seconds"] = total
+        report["supervoxels_per_second"] = g.n_supervoxels / total if total > 0 else None
+        report["n_layers"] = meta.n_layers
+        (work / "ingest_report.json").write_text(json.dumps(report, indent=2, default=str))
+        if dst.exists():
+            shutil.rmtree(dst)
+        work.rename(dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return report

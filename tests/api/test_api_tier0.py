@@ -16,6 +16,7 @@ VERSIONS = {
     "/schema/versions": [2],
     "/nglstate/api/v1/version": "0.7.2",
     "/skeletoncache/api/version": "0.23.11",
+    "/skeletoncache/api/versions": [-1, 0, 1, 2, 3, 4],
 }
 
 

@@ -43,3 +43,34 @@ def test_refusals_name_the_problem(tmp_path):
     assert r.returncode == 2 and "tiny, small, large" in r.stderr
     r = cavelab("info", str(tmp_path))
     assert r.returncode == 2 and "cavelab ingest" in r.stderr
+
+
+def test_failed_overwrite_keeps_the_old_dataset_and_leaves_nothing_behind(tmp_path):
+    import shutil
+
+    import pytest
+
+    from cavelab.server.errors import IngestError
+    from cavelab.server.ingest.pipeline import ingest
+    from cavelab.server.synth import generate
+
+    src, ds = tmp_path / "src", tmp_path / "ds"
+    generate(src, preset="tiny", seed=1, progress=False)
+    ingest(src, ds, progress=False, workers=1)
+    before = sorted(p.name for p in ds.iterdir())
+    meta_before = (ds / "dataset.json").read_text()
+    # a source whose edges name a label absent from the volume: refused after chunks were written
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    edges = pd.read_parquet(bad / "edges.parquet")
+    edges.loc[0, "sv2"] = np.uint64(2**62 + 12345)
+    edges.to_parquet(bad / "edges.parquet")
+    with pytest.raises(IngestError, match="absent|not in the volume|missing"):
+        ingest(bad, ds, progress=False, workers=1, overwrite=True)
+    assert sorted(p.name for p in ds.iterdir()) == before
+    assert (ds / "dataset.json").read_text() == meta_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ds", "src"]
+    # and a fresh directory that fails is not left half-written
+    with pytest.raises(IngestError):
+        ingest(bad, tmp_path / "new", progress=False, workers=1)
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())

@@ -86,78 +86,75 @@ def test_random_edit_sequence_matches_networkx(tmp_path, monkeypatch, seed, loca
     for _step in range(260):
         roots = cg.get_roots(g.sv_ids)
         r = rng.uniform()
-        try:
-            if r < 0.45:
-                a, b = (int(x) for x in rng.integers(0, g.n_supervoxels, 2))
-                if roots[a] == roots[b]:
-                    with pytest.raises(PreconditionError):
-                        cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]])
-                    n_ops["refused"] += 1
-                    continue
-                expected = m.expected_merge_edges(a, b)
-                res = cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]])
-                rec = cg.operations[res.operation_id]
-                act = m.pairs(rec.details["activated"])
-                assert set(act) == expected
-                assert len(res.new_root_ids) == 1
-                n_ops["merge"] += 1
-            elif r < 0.8:
-                uniq, counts = np.unique(roots, return_counts=True)
-                big = uniq[counts >= 4]
-                if not big.size:
-                    continue
-                members = np.flatnonzero(roots == rng.choice(big))
-                k = int(rng.integers(1, 3))
-                pts = rng.choice(members, 2 * k, replace=False)
-                src, snk = pts[:k], pts[k:]
-                try:
-                    res = cg.split([[int(g.sv_ids[s])] for s in src], [[int(g.sv_ids[s])] for s in snk])
-                except PreconditionError:
-                    n_ops["refused"] += 1
-                    continue
-                rec = cg.operations[res.operation_id]
-                deact = m.pairs(rec.details["deactivated"])
-                assert deact, "a split must remove edges"
-                assert all(m.G.has_edge(*e) for e in deact), "removed edges must have been active"
-                act = []
-                H = m.G.copy()
-                H.remove_edges_from(deact)
-                for s in src:
-                    for t in snk:
-                        assert not nx.has_path(H, int(s), int(t)), "split did not separate"
-                assert len(res.new_root_ids) >= 2
-                n_ops["split"] += 1
-            else:
-                if not history:
-                    continue
-                target = int(rng.choice(history))
-                tact, tdeact = m.changes[target]
-                kind = "undo" if rng.uniform() < 0.7 else "redo"
-                want_act, want_deact = (tdeact, tact) if kind == "undo" else (tact, tdeact)
-                would_change = any(not m.G.has_edge(*e) for e in want_act) or any(
-                    m.G.has_edge(*e) for e in want_deact
-                )
-                if not would_change:
-                    with pytest.raises(PreconditionError):
-                        getattr(cg, kind)(target)
-                    n_ops["refused"] += 1
-                    continue
-                res = getattr(cg, kind)(target)
-                rec = cg.operations[res.operation_id]
-                act = m.pairs(rec.details["activated"])
-                deact = m.pairs(rec.details["deactivated"])
-                assert set(act) == {e for e in want_act if not m.G.has_edge(*e)}
-                assert set(deact) == {e for e in want_deact if m.G.has_edge(*e)}
-                n_ops[kind] += 1
-            if r < 0.45:
-                deact = []
-            m.apply(act, deact)
-            m.changes[res.operation_id] = (act, deact)
-            history.append(res.operation_id)
-            m.snapshots.append((res.timestamp_ms, m.G.copy()))
-            _partition_matches(cg.get_roots(g.sv_ids), m.G)
-        finally:
-            pass
+        if r < 0.45:
+            a, b = (int(x) for x in rng.integers(0, g.n_supervoxels, 2))
+            if roots[a] == roots[b]:
+                with pytest.raises(PreconditionError):
+                    cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]])
+                n_ops["refused"] += 1
+                continue
+            expected = m.expected_merge_edges(a, b)
+            res = cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]])
+            rec = cg.operations[res.operation_id]
+            act = m.pairs(rec.details["activated"])
+            assert set(act) == expected
+            assert len(res.new_root_ids) == 1
+            n_ops["merge"] += 1
+        elif r < 0.8:
+            uniq, counts = np.unique(roots, return_counts=True)
+            big = uniq[counts >= 4]
+            if not big.size:
+                continue
+            members = np.flatnonzero(roots == rng.choice(big))
+            k = int(rng.integers(1, 3))
+            pts = rng.choice(members, 2 * k, replace=False)
+            src, snk = pts[:k], pts[k:]
+            try:
+                res = cg.split([[int(g.sv_ids[s])] for s in src], [[int(g.sv_ids[s])] for s in snk])
+            except PreconditionError:
+                n_ops["refused"] += 1
+                continue
+            rec = cg.operations[res.operation_id]
+            deact = m.pairs(rec.details["deactivated"])
+            assert deact, "a split must remove edges"
+            assert all(m.G.has_edge(*e) for e in deact), "removed edges must have been active"
+            act = []
+            H = m.G.copy()
+            H.remove_edges_from(deact)
+            for s in src:
+                for t in snk:
+                    assert not nx.has_path(H, int(s), int(t)), "split did not separate"
+            assert len(res.new_root_ids) >= 2
+            n_ops["split"] += 1
+        else:
+            if not history:
+                continue
+            target = int(rng.choice(history))
+            tact, tdeact = m.changes[target]
+            kind = "undo" if rng.uniform() < 0.7 else "redo"
+            want_act, want_deact = (tdeact, tact) if kind == "undo" else (tact, tdeact)
+            would_change = any(not m.G.has_edge(*e) for e in want_act) or any(
+                m.G.has_edge(*e) for e in want_deact
+            )
+            if not would_change:
+                with pytest.raises(PreconditionError):
+                    getattr(cg, kind)(target)
+                n_ops["refused"] += 1
+                continue
+            res = getattr(cg, kind)(target)
+            rec = cg.operations[res.operation_id]
+            act = m.pairs(rec.details["activated"])
+            deact = m.pairs(rec.details["deactivated"])
+            assert set(act) == {e for e in want_act if not m.G.has_edge(*e)}
+            assert set(deact) == {e for e in want_deact if m.G.has_edge(*e)}
+            n_ops[kind] += 1
+        if r < 0.45:
+            deact = []
+        m.apply(act, deact)
+        m.changes[res.operation_id] = (act, deact)
+        history.append(res.operation_id)
+        m.snapshots.append((res.timestamp_ms, m.G.copy()))
+        _partition_matches(cg.get_roots(g.sv_ids), m.G)
     assert n_ops["merge"] > 30 and n_ops["split"] > 30 and n_ops["undo"] > 5, n_ops
 
     # every past state is still readable at its time (inclusive), and just before the next one
