@@ -114,9 +114,13 @@ def _fill(text: str, c: Ctx) -> str:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_a_4xx_with_a_message(case, ctx: Ctx, before, api):
+def test_bad_input_is_a_4xx_with_a_message(case, ctx: Ctx, before, api, cg, truth: GraphTruth):
     method, path, kwargs, status, words = CASES[case]
+    n_ops, roots = api.status()["n_operations"], cg.get_roots(truth.sv_ids)
     r = getattr(api, method)(_fill(path, ctx), **kwargs(ctx))
+    # nothing was (half-)applied by this request, and the server still answers
+    assert api.status()["n_operations"] == n_ops
+    assert np.array_equal(cg.get_roots(truth.sv_ids), roots)
     assert r.status_code == status, r.text
     assert r.headers["Content-Type"].startswith("application/json")
     message = r.json()["message"]
@@ -142,7 +146,7 @@ def test_redo_of_an_operation_that_is_in_effect_is_refused(api, ctx: Ctx, before
 
 
 def test_nothing_was_half_applied(ctx: Ctx, before, cg, truth: GraphTruth, api):
-    # runs after the cases above (file order); the server still answers and nothing changed
+    # the whole batch, against the snapshot taken before it (each case also checks itself)
     st = api.status()
     assert st["ready"]
     assert st["n_operations"] == before["n_operations"]

@@ -546,6 +546,31 @@ def graphs(draw):
     return n, np.array(edges, dtype=np.int64), np.array(aff), np.array(pts[:k]), np.array(pts[k:])
 
 
+def _confirm_refusal(n, e, w, src, snk, message: str) -> None:
+    """A refusal must be right for the reason it gives (an independent networkx check)."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(e.tolist())
+    inf = nx.Graph()
+    inf.add_nodes_from(range(n))
+    inf.add_edges_from(e[np.isinf(w)].tolist())
+    comp = {v: k for k, c in enumerate(nx.connected_components(inf)) for v in c}
+    if "same supervoxel" in message:
+        assert {comp[int(x)] for x in src} & {comp[int(x)] for x in snk}
+    elif "not connected in this cell" in message:
+        assert not any(nx.has_path(g, int(a), int(b)) for a in src for b in snk)
+    elif "not all connected to each other" in message:
+        assert any(
+            not nx.has_path(g, int(a), int(b)) for team in (src, snk) for a in team for b in team
+        )
+    elif "overlapped" in message:
+        # both teams need at least two points for their paths to be able to collide
+        assert len(src) > 1 or len(snk) > 1
+    else:
+        raise AssertionError(f"unexpected refusal: {message}")
+
+
+
 @settings(
     max_examples=120,
     deadline=None,
@@ -567,8 +592,9 @@ def test_property_cut_separates_and_components_are_connected(g, path_augment, di
             disallow_isolating_cut=disallow,
             preview=True,
         )
-    except PreconditionError:
-        return  # an impossible request (same supervoxel, not connected, overlapping paths)
+    except PreconditionError as exc:
+        _confirm_refusal(n, e, w, src, snk, exc.message)  # checked with networkx
+        return
     check_partition(n, e, w, src, snk, res)
     if not res.illegal_split:
         # not previewing gives the same answer
