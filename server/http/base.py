@@ -58,6 +58,12 @@ def _owner_name() -> str:
         return "owner"
 
 
+def encode_ids(values: Iterable[Any] | np.ndarray, as_str: bool) -> list[Any]:
+    """IDs (a flat or rectangular array/list) as JSON-ready ints, or strings for ``int64_as_str``."""
+    lst = np.asarray(values, dtype=np.uint64).tolist()
+    return _stringify(lst) if as_str else lst
+
+
 class CavelabHandler(APIHandler):
     """Base handler: parsing helpers, replies and the single error mapping."""
 
@@ -164,8 +170,18 @@ class CavelabHandler(APIHandler):
 
     def ids_out(self, values: Iterable[Any] | np.ndarray) -> list[Any]:
         """IDs (a flat or rectangular array/list) for the reply, as ints or strings."""
-        lst = np.asarray(values, dtype=np.uint64).tolist()
-        return _stringify(lst) if self.int64_as_str else lst
+        return encode_ids(values, self.int64_as_str)
+
+    async def reply_from_pool(self, fn: Callable[..., Any], *args: Any, build: Callable[[Any, bool], Any]) -> None:
+        """Run an engine call and build + JSON-encode its reply in the pool, then send it.
+
+        For replies that can hold millions of IDs (leaves, graphs): the conversion to lists and
+        the encoding stay off the IOLoop.
+        """
+        as_str = self.int64_as_str
+        body = await self.call(lambda: dumps(build(fn(*args), as_str)))
+        self.set_status(200)
+        self.finish(body)
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -10,7 +10,7 @@ import numpy as np
 from tornado.web import authenticated
 
 from cavelab.server.http import documents, params
-from cavelab.server.http.base import CavelabHandler
+from cavelab.server.http.base import CavelabHandler, encode_ids
 
 
 class GraphInfoHandler(CavelabHandler):
@@ -72,8 +72,9 @@ class LeavesHandler(CavelabHandler):
         cg = await self.graph(table)
         node = self.path_id(node_id)
         bounds, stop = self.bounds_arg(), self.int_arg("stop_layer", 1)
-        leaves = await self.call(cg.get_leaves, node, bounds, stop)
-        self.write_json({"leaf_ids": self.ids_out(leaves)})
+        await self.reply_from_pool(
+            cg.get_leaves, node, bounds, stop, build=lambda r, s: {"leaf_ids": encode_ids(r, s)}
+        )
 
 
 class LeavesManyHandler(CavelabHandler):
@@ -84,8 +85,10 @@ class LeavesManyHandler(CavelabHandler):
         cg = await self.graph(table)
         ids = self.body_ids("node_ids")
         bounds, stop = self.bounds_arg(), self.int_arg("stop_layer", 1)
-        out = await self.call(cg.get_leaves_many, ids, bounds, stop)
-        self.write_json({str(k): self.ids_out(v) for k, v in out.items()})
+        await self.reply_from_pool(
+            cg.get_leaves_many, ids, bounds, stop,
+            build=lambda r, s: {str(k): encode_ids(v, s) for k, v in r.items()},
+        )
 
 
 class ChildrenHandler(CavelabHandler):
@@ -143,9 +146,11 @@ class Level2GraphHandler(CavelabHandler):
     async def get(self, table: str, node_id: str) -> None:
         cg = await self.graph(table)
         node, bounds = self.path_id(node_id), self.bounds_arg()
-        pairs = await self.call(cg.level2_graph, node, bounds)
         self.set_header("Used-Bounds", "true" if bounds is not None else "false")
-        self.write_json({"edge_graph": self.ids_out(np.asarray(pairs).reshape(-1, 2))})
+        await self.reply_from_pool(
+            cg.level2_graph, node, bounds,
+            build=lambda r, s: {"edge_graph": encode_ids(np.asarray(r).reshape(-1, 2), s)},
+        )
 
 
 class SubgraphHandler(CavelabHandler):
@@ -155,11 +160,11 @@ class SubgraphHandler(CavelabHandler):
     async def get(self, table: str, node_id: str) -> None:
         cg = await self.graph(table)
         node, bounds = self.path_id(node_id), self.bounds_arg()
-        pairs, aff, area = await self.call(cg.subgraph, node, bounds)
-        self.write_json(
-            {
-                "nodes": self.ids_out(np.asarray(pairs).reshape(-1, 2)),
-                "affinities": np.asarray(aff, dtype=np.float64).tolist(),
-                "areas": np.asarray(area, dtype=np.float64).tolist(),
-            }
+        await self.reply_from_pool(
+            cg.subgraph, node, bounds,
+            build=lambda r, s: {
+                "nodes": encode_ids(np.asarray(r[0]).reshape(-1, 2), s),
+                "affinities": np.asarray(r[1], dtype=np.float64).tolist(),
+                "areas": np.asarray(r[2], dtype=np.float64).tolist(),
+            },
         )
