@@ -17,7 +17,7 @@ import atexit
 import os
 from typing import Any
 
-from traitlets import Int, Unicode, default
+from traitlets import Float, Int, Unicode, default
 from traitlets.config import Configurable
 
 from cavelab.server.http.host import EngineHost, HostSettings
@@ -51,6 +51,30 @@ class CavelabConfig(Configurable):
         4, help="Threads that run engine calls (only a lock-free single root lookup runs on the IOLoop)."
     ).tag(config=True)
 
+    row_limit = Int(
+        1_000_000,
+        help="Largest number of rows one annotation query may return; bigger results are refused "
+        "with a message (page with limit/offset), never cut silently.",
+    ).tag(config=True)
+
+    version_interval_hours = Float(
+        0.0,
+        help="Create a materialized version this often (hours; 0 = only on demand). Versions "
+        "store only what changed since the previous one.",
+    ).tag(config=True)
+
+    version_lifetime_days = Float(
+        7.0, help="Days a scheduled or on-demand version lives before it expires (CAVE: 7)."
+    ).tag(config=True)
+
+    synapse_table = Unicode(
+        "synapses", help="The datastack's synapse table (caveclient's synapse_query default)."
+    ).tag(config=True)
+
+    soma_table = Unicode(
+        "nuclei", allow_none=True, help="The datastack's soma/nucleus table (datastack info)."
+    ).tag(config=True)
+
     @default("dataset_dir")
     def _default_dataset_dir(self) -> str:
         return os.environ.get("CAVELAB_DATASET", "")
@@ -63,6 +87,11 @@ class CavelabConfig(Configurable):
             storage_url=self.storage_url or None,
             max_merge_chunk_distance=None if distance is None or distance < 0 else int(distance),
             executor_workers=max(1, int(self.executor_workers)),
+            row_limit=max(1, int(self.row_limit)),
+            version_interval_hours=max(0.0, float(self.version_interval_hours)),
+            version_lifetime_days=float(self.version_lifetime_days),
+            synapse_table=self.synapse_table or None,
+            soma_table=self.soma_table or None,
         )
 
 
@@ -109,6 +138,7 @@ def load_extension(serverapp: Any) -> EngineHost:
     # the port is final only once the server listens: export again when the loop runs
     IOLoop.current().add_callback(export_environment, serverapp)
     atexit.register(host.close)
+    host.schedule_versions()
     if host.configured:
         serverapp.log.info("cavelab: serving %s under %scave/", host.settings.dataset_dir, base_url)
     else:

@@ -107,6 +107,8 @@ class CavelabHandler(APIHandler):
         (the process user) instead.
         """
         user = self.current_user
+        if hasattr(user, "groups") and getattr(user, "username", None):
+            return str(user.username)  # a LabIdentityProvider user
         hub = getattr(user, "hub_user", None)
         if isinstance(hub, dict) and hub.get("name"):
             return str(hub["name"])
@@ -114,8 +116,11 @@ class CavelabHandler(APIHandler):
 
     @property
     def user_groups(self) -> list[str]:
-        """JupyterHub groups of the user (empty outside a hub)."""
-        hub = getattr(self.current_user, "hub_user", None)
+        """Groups of the user: JupyterHub's, or a LabIdentityProvider user's (else empty)."""
+        user = self.current_user
+        if isinstance(getattr(user, "groups", None), list):
+            return [str(g) for g in user.groups]
+        hub = getattr(user, "hub_user", None)
         if isinstance(hub, dict):
             return [str(g) for g in hub.get("groups") or []]
         return []

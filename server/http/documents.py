@@ -38,15 +38,17 @@ def aligned_volume(meta: DatasetMeta) -> dict[str, Any]:
     }
 
 
-def datastack_info(cave_url: str, meta: DatasetMeta) -> dict[str, Any]:
+def datastack_info(
+    cave_url: str, meta: DatasetMeta, synapse_table: str | None = None, soma_table: str | None = None
+) -> dict[str, Any]:
     """The full datastack document of ``GET /info/api/v2/datastack/full/{ds}``."""
     rx, ry, rz = (float(r) for r in meta.resolution)
     return {
         "aligned_volume": aligned_volume(meta),
         "segmentation_source": segmentation_source(cave_url, meta),
         "local_server": cave_url,
-        "synapse_table": None,
-        "soma_table": None,
+        "synapse_table": synapse_table,
+        "soma_table": soma_table,
         "viewer_site": None,
         "skeleton_source": None,
         "analysis_database": None,

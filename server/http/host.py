@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop
 from cavelab.server.errors import CavelabError, EngineUnavailableError, NotFoundError
 
 if TYPE_CHECKING:
+    from cavelab.server.annotations.engine import AnnotationEngine
     from cavelab.server.engine.graph import ChunkedGraph
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class HostSettings:
     storage_url: str | None = None
     max_merge_chunk_distance: int | None = 3
     executor_workers: int = 4
+    row_limit: int = 1_000_000
+    version_interval_hours: float = 0.0
+    version_lifetime_days: float = 7.0
+    synapse_table: str | None = "synapses"
+    soma_table: str | None = "nuclei"
 
 
 class EngineHost:
@@ -55,6 +61,7 @@ class EngineHost:
         self._future: Future[ChunkedGraph] | None = None
         self._engine: ChunkedGraph | None = None  # set once opened: no await on the hot path
         self.open_seconds: float | None = None
+        self.annotations_engine: AnnotationEngine | None = None
 
     # ------------------------------------------------------------------ opening
     @property
@@ -80,12 +87,45 @@ class EngineHost:
                 storage_url=self.settings.storage_url or None,
                 max_merge_chunk_distance=distance,
             )
+            self.annotations_engine = self._open_annotations(cg)
         except Exception as e:
             log.error("cavelab: cannot open dataset %s: %s", self.settings.dataset_dir, e)
             raise
         self.open_seconds = time.perf_counter() - t0
         log.info("cavelab: dataset %s ready in %.2fs", self.settings.dataset_dir, self.open_seconds)
         return cg
+
+    def _open_annotations(self, cg: ChunkedGraph) -> AnnotationEngine:
+        from cavelab.server.annotations.engine import AnnotationEngine
+
+        return AnnotationEngine.open(
+            cg,
+            self.settings.dataset_dir,
+            self.settings.storage_url or None,
+            row_limit=self.settings.row_limit,
+            version_lifetime_days=self.settings.version_lifetime_days,
+        )
+
+    async def annotations(self) -> AnnotationEngine:
+        """The annotation engine (opened together with the graph)."""
+        await self.engine()
+        assert self.annotations_engine is not None
+        return self.annotations_engine
+
+    def schedule_versions(self) -> None:
+        """Create versions every ``version_interval_hours`` and drop expired ones (in the pool)."""
+        hours = self.settings.version_interval_hours
+        if not self.configured or hours <= 0:
+            return
+        from tornado.ioloop import PeriodicCallback
+
+        def tick() -> None:
+            if self.ready and self.annotations_engine is not None:
+                ann = self.annotations_engine
+                self.executor.submit(_scheduled_version, ann)
+
+        self._version_timer = PeriodicCallback(tick, hours * 3_600_000.0)
+        self._version_timer.start()
 
     @property
     def ready(self) -> bool:
@@ -146,6 +186,16 @@ class EngineHost:
         f = self._future
         if f is not None and f.done() and f.exception() is None:
             try:
+                if self.annotations_engine is not None:
+                    self.annotations_engine.close()
                 f.result().close()
             except Exception:  # closing at exit must never raise
                 log.debug("cavelab: error closing the engine", exc_info=True)
+
+
+def _scheduled_version(ann: AnnotationEngine) -> None:
+    try:
+        ann.create_version()
+        ann.remove_expired_versions()
+    except Exception:  # a failed scheduled version must not stop the schedule
+        log.exception("cavelab: scheduled version failed")

@@ -44,7 +44,8 @@ class DatastackFullHandler(InfoHandler):
     @authenticated
     async def get(self, datastack: str) -> None:
         meta = await self.datastack(datastack)
-        self.write_json(documents.datastack_info(self.cave_url(), meta))
+        st = self.host.settings
+        self.write_json(documents.datastack_info(self.cave_url(), meta, st.synapse_table, st.soma_table))
 
 
 class DatastacksHandler(InfoHandler):

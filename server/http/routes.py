@@ -10,7 +10,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cavelab.server.http import edits, history, info, segmentation, status
+from cavelab.server.http import annotation, edits, history, info, materialize, segmentation, status
 from cavelab.server.http.base import PREFIX
 from cavelab.server.http.versions import version_routes
 
@@ -67,6 +67,8 @@ def route_table() -> list[tuple[str, type, dict[str, Any]]]:
     rows += version_routes()
     rows += [(p, h, {}) for p, h in info.INFO_ROUTES]
     rows += [(p, h, {}) for p, h in SEGMENTATION_ROUTES]
+    rows += [(p, h, {}) for p, h in materialize.MATERIALIZE_ROUTES]
+    rows += [(p, h, {}) for p, h in annotation.ANNOTATION_ROUTES]
     return rows
 
 
