@@ -389,7 +389,7 @@ class AnnotationEngine:
                 raise InputError("annotations must be a non-empty list of objects")
             cols = t.schema.records_to_columns(records, user=user)
         else:
-            cols = t.schema.frame_to_columns(_frame_columns(frame), user=user)
+            cols = t.schema.frame_to_columns(frame, user=user)
         n = {len(v) for v in cols.values()}
         if not cols or n == {0}:
             raise InputError("no annotations given")
@@ -484,7 +484,7 @@ class AnnotationEngine:
             raise NotFoundError(f"no annotations {missing[:10].tolist()} in table {table_name!r}")
         rows = arr - 1
         now = self._now()
-        roots = {pt: self.cg.get_roots(t.sv_column(pt)[rows], now) for pt in t.schema.bound_points}
+        roots = {pt: self.cg.get_roots(t.sv_column(pt)[rows], ms_to_seconds(now)) for pt in t.schema.bound_points}
         out = []
         for k, r in enumerate(rows):
             d: dict[str, Any] = {
@@ -569,13 +569,13 @@ class AnnotationEngine:
         def roots_at(t: AnnotationTable, pt: str, rows: np.ndarray) -> np.ndarray:
             if ver is not None:
                 return self._frozen(ver.version, t).lookup(pt, rows + 1)
-            return self.cg.get_roots(t.sv_column(pt)[rows], ts)
+            return self.cg.get_roots(t.sv_column(pt)[rows], ms_to_seconds(ts))
 
         def leaves_of(roots: np.ndarray) -> np.ndarray:
             roots = np.unique(roots)
             if not roots.size:
                 return roots
-            cur = roots[self.cg.is_latest_roots(roots, ts)]
+            cur = roots[self.cg.is_latest_roots(roots, ms_to_seconds(ts))]
             parts = [self.cg.get_leaves(int(r)) for r in cur]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
@@ -610,7 +610,7 @@ class AnnotationEngine:
                     raise InputError(f"filter on {f.column}: root IDs must be integers, got {f.value!r}"[:300]) from e
                 ids = ids[ids != 0]
                 if ids.size:
-                    ok = self.cg.is_latest_roots(ids, ts)
+                    ok = self.cg.is_latest_roots(ids, ms_to_seconds(ts))
                     if not np.all(ok):
                         bad = ids[~ok][:10].tolist()
                         raise InputError(
@@ -676,7 +676,7 @@ class AnnotationEngine:
     def _freeze(self, t: AnnotationTable, ts: int) -> Frozen:
         with self._rw.read():
             rows = np.flatnonzero(t.alive(ts))
-            roots = {pt: self.cg.get_roots(t.sv_column(pt)[rows], ts) for pt in t.schema.bound_points}
+            roots = {pt: self.cg.get_roots(t.sv_column(pt)[rows], ms_to_seconds(ts)) for pt in t.schema.bound_points}
         return Frozen(rows + 1, roots)
 
     def _frozen(self, version: int, t: AnnotationTable) -> Frozen:
@@ -742,18 +742,6 @@ def _resolution(values: Sequence[float]) -> tuple[float, float, float]:
     if len(res) != 3 or not all(np.isfinite(res)) or min(res) <= 0:
         raise InputError(f"voxel_resolution must be three positive numbers, got {list(values)!r}")
     return res  # type: ignore[return-value]
-
-
-def _frame_columns(frame: Any) -> dict[str, Any]:
-    import pyarrow as pa
-
-    if isinstance(frame, pd.DataFrame):
-        return {c: frame[c].to_numpy() for c in frame.columns}
-    if isinstance(frame, pa.Table):
-        return {c: frame.column(c).to_numpy(zero_copy_only=False) for c in frame.column_names}
-    if isinstance(frame, Mapping):
-        return dict(frame)
-    raise InputError(f"a bulk insert takes a DataFrame, an Arrow table or a dict of columns, not {type(frame).__name__}")
 
 
 def _select(df: pd.DataFrame, spec: QuerySpec, tabs: dict[str, AnnotationTable]) -> pd.DataFrame:

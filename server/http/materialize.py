@@ -126,11 +126,7 @@ class MaterializeHandler(CavelabHandler):
         self.set_header("dataframe_resolution", ", ".join(str(float(r)) for r in result.resolution))
         for w in result.warnings:
             self.add_header("Warning", w)
-        if as_arrow:
-            self.set_header("Content-Type", "data.arrow")
-        else:
-            self.set_header("Content-Type", "application/json")
-        self.finish(payload)
+        self.finish(payload, set_content_type="data.arrow" if as_arrow else "application/json")
 
 
 def _ipc_stream(table: pa.Table, zstd: bool) -> bytes:

@@ -9,6 +9,7 @@ port with a scratch HOME and JUPYTER_RUNTIME_DIR, is configured on its command l
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,13 @@ from cave_truth import Editor, GraphTruth, Ledger
 from cavelab.server.serve import build_command
 
 TOKEN = "0123456789abcdef0123456789abcdef"
+# other people on the same server (LabIdentityProvider): token -> name and groups
+USERS = {
+    "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0": {"name": "bob", "groups": []},
+    "a11ce0a11ce0a11ce0a11ce0a11ce0a1": {"name": "alice", "groups": ["lab"]},
+    "ca401ca401ca401ca401ca401ca401ca": {"name": "carol", "groups": ["lab"]},
+}
+ROW_LIMIT = 500
 SEED = 7
 OTHER_EXTENSIONS = {
     "jupyterlab": False,
@@ -92,6 +100,15 @@ def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     scratch = tmp_path_factory.mktemp("jupyter")
     for sub in ("home", "runtime", "config", "data"):
         (scratch / sub).mkdir()
+    (scratch / "config" / "jupyter_server_config.json").write_text(
+        json.dumps(
+            {
+                "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
+                "LabIdentityProvider": {"users": USERS},
+                "CavelabConfig": {"row_limit": ROW_LIMIT},
+            }
+        )
+    )
     port = _free_port()
     cmd = build_command(
         dataset_dir, port=port, token=TOKEN, root_dir=scratch, extensions=OTHER_EXTENSIONS
@@ -162,6 +179,19 @@ def client(server: Server, truth: GraphTruth) -> Any:
     return CAVEclient(
         truth.name, server_address=server.cave, auth_token=server.token, write_server_cache=False
     )
+
+
+def client_for(server: Server, name: str, token: str | None = None) -> Any:
+    """A fresh caveclient (no cached versions) as ``token``'s user (default: the owner)."""
+    from caveclient import CAVEclient
+
+    return CAVEclient(
+        name, server_address=server.cave, auth_token=token or server.token, write_server_cache=False
+    )
+
+
+def token_of(user: str) -> str:
+    return next(t for t, u in USERS.items() if u["name"] == user)
 
 
 @pytest.fixture(scope="session")

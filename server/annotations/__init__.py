@@ -1,0 +1,1 @@
+"""Annotation tables, queries and materialized versions (CAVE's annotation + materialization engines)."""
