@@ -533,3 +533,23 @@ def test_stale_root_filter_is_refused_on_live_query(client, api, truth, synapses
         SYN, dt.datetime.now(dt.timezone.utc), filter_equal_dict={SYN: {"post_pt_root_id": old_root}}, allow_invalid_root_ids=True
     )
     assert df.empty
+
+
+def test_kernel_helpers_bulk_insert_and_version(server, truth, tables, volume, rng) -> None:
+    """The notebook path: ``cavelab.kernel_ext`` bulk insert (batched Parquet) and a version."""
+    from cavelab.kernel_ext import bulk_insert, connect, create_version
+
+    c = connect(server.cave, server.token)
+    pts = fg_points(volume, rng, 2_500)
+    before = int(c.annotation.get_annotation_count("nuclei"))
+    df = pd.DataFrame({"pt_position": list(pts), "volume": np.arange(2_500, dtype=float)})
+    ids = bulk_insert(c, "nuclei", df, batch_rows=1_000, progress=False)
+    assert len(ids) == 2_500 and len(np.unique(ids)) == 2_500
+    assert int(c.annotation.get_annotation_count("nuclei")) == before + 2_500
+    v = create_version(c, keep_forever=True)
+    assert v["expires_on"] is None
+    got = client_for(server, truth.name).materialize.query_table(
+        "nuclei", filter_in_dict={"id": [int(ids[0]), int(ids[-1])]}, materialization_version=v["version"]
+    )
+    assert sorted(got.volume) == [0.0, 2499.0]
+    assert sorted(got.pt_supervoxel_id) == sorted(int(volume[tuple(p)]) for p in (pts[0], pts[-1]))
