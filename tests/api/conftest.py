@@ -8,6 +8,7 @@ port with a scratch HOME and JUPYTER_RUNTIME_DIR, is configured on its command l
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -95,20 +96,12 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_dataset(tmp_path_factory.mktemp("cave_api"))
 
 
-@pytest.fixture(scope="session")
-def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    scratch = tmp_path_factory.mktemp("jupyter")
+@contextlib.contextmanager
+def launch(dataset_dir: Path, scratch: Path, config: dict[str, Any] | None = None) -> Iterator[Server]:
+    """Run a jupyter server with cavelab on ``dataset_dir`` (config file in a scratch dir)."""
     for sub in ("home", "runtime", "config", "data"):
-        (scratch / sub).mkdir()
-    (scratch / "config" / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
-                "LabIdentityProvider": {"users": USERS},
-                "CavelabConfig": {"row_limit": ROW_LIMIT},
-            }
-        )
-    )
+        (scratch / sub).mkdir(parents=True, exist_ok=True)
+    (scratch / "config" / "jupyter_server_config.json").write_text(json.dumps(config or {}))
     port = _free_port()
     cmd = build_command(
         dataset_dir, port=port, token=TOKEN, root_dir=scratch, extensions=OTHER_EXTENSIONS
@@ -125,8 +118,6 @@ def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         proc = subprocess.Popen(cmd.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}", TOKEN, dataset_dir, log_path, proc)
     try:
-        import caveclient  # noqa: F401  (slow import, overlapped with the server's start)
-
         _wait_ready(srv)
         yield srv
     finally:
@@ -136,6 +127,17 @@ def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config = {
+        "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
+        "LabIdentityProvider": {"users": USERS},
+        "CavelabConfig": {"row_limit": ROW_LIMIT},
+    }
+    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter"), config) as srv:
+        yield srv
 
 
 def _wait_ready(srv: Server, timeout: float = 90.0) -> None:

@@ -37,7 +37,7 @@ def test_client_constructs_and_every_subclient_initialises(client, server, truth
     assert client.info.segmentation_source() == f"graphene://{server.cave}/segmentation/table/{truth.name}"
     assert info["aligned_volume"]["name"] == truth.name and info["aligned_volume"]["id"] == 1
     assert client.info.viewer_resolution().tolist() == truth.resolution.tolist()
-    assert info["synapse_table"] is None and info["soma_table"] is None
+    assert info["synapse_table"] == "synapses" and info["soma_table"] == "nuclei"  # CavelabConfig defaults
     assert client.chunkedgraph.table_name == truth.name
     assert client.chunkedgraph.server_version == Version("2.21.1")
     assert client.materialize.server_version == Version("5.26.4")
