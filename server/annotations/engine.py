@@ -253,7 +253,6 @@ class AnnotationEngine:
             "segmentation_source": self.cg.meta.name,
             "pcg_table_name": self.cg.meta.name,
             "aligned_volume": self.cg.meta.name,
-            "row_count": int(t.alive(self._now()).sum()),
         }
 
     def create_table(

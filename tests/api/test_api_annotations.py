@@ -596,3 +596,19 @@ def test_kernel_helpers_bulk_insert_and_version(server, truth, tables, volume, r
     )
     assert sorted(got.volume) == [0.0, 2499.0]
     assert sorted(got.pt_supervoxel_id) == sorted(int(volume[tuple(p)]) for p in (pts[0], pts[-1]))
+
+
+def test_staging_views_and_table_listing(client, server, truth, tables, volume, rng) -> None:
+    """caveclient's staging helper, views (none) and the tables/metadata listing."""
+    stage = client.annotation.stage_annotations("nuclei")
+    pts = fg_points(volume, rng, 3)
+    for k, p in enumerate(pts):
+        stage.add(pt_position=p.tolist(), volume=float(k))
+    before = int(client.annotation.get_annotation_count("nuclei"))
+    client.annotation.upload_staged_annotations(stage)
+    assert int(client.annotation.get_annotation_count("nuclei")) == before + 3
+    c = client_for(server, truth.name)
+    names = {m["table_name"] for m in c.materialize.get_tables_metadata()}
+    assert {SYN, TYPES, "nuclei", TAGS} <= names
+    assert c.materialize.get_views() == {}
+    assert "synapses" in dir(c.materialize.tables)
