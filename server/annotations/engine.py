@@ -37,6 +37,7 @@ from cavelab.server.annotations.query import (
     frame_of,
     join_frames,
     output_columns,
+    page_bounds,
     scale_for,
     select_and_page,
     select_rows,
@@ -578,26 +579,32 @@ class AnnotationEngine:
             parts = [self.cg.get_leaves(int(r)) for r in cur]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
+        main = tabs[spec.tables[0]]
+        res = tuple(spec.desired_resolution) if spec.desired_resolution is not None else main.meta.voxel_resolution
+        res = tuple(float(x) for x in res)
+        if len(tabs) == 1:  # rows come out in id order: page before building any column
+            with self._rw.read():
+                r = select_rows(main, spec.filters, ts, roots_at, leaves_of)
+                if spec.count:
+                    return QueryResult(to_arrow_table({"count": np.array([r.rows.size], dtype=np.int64)}), res)
+                start, end = page_bounds(r.rows.size, spec, self.row_limit)
+                r.keep(np.arange(r.rows.size)[start:end])
+                frame = frame_of(r, scale_for(main, spec.desired_resolution))
+            return QueryResult(to_arrow_table(_select_frame(frame, spec, tabs)), res)
         frames: dict[str, pd.DataFrame] = {}
         for name, t in tabs.items():
             with self._rw.read():
                 r = select_rows(t, [f for f in spec.filters if f.table == name], ts, roots_at, leaves_of)
                 frame = frame_of(r, scale_for(t, spec.desired_resolution))
             frames[name] = pd.DataFrame(frame)
-        main = tabs[spec.tables[0]]
-        if len(tabs) == 1:
-            df = frames[spec.tables[0]]
-            order = ["id"]
-        else:
-            df = join_frames(frames, spec.tables, spec.joins, spec.suffixes)
-            order = [c for c in df.columns if c == "id" or any(c == f"id{s}" for s in spec.suffixes.values())]
-            order = order or [df.columns[0]]
+        df = join_frames(frames, spec.tables, spec.joins, spec.suffixes)
+        order = [c for c in df.columns if c == "id" or any(c == f"id{s}" for s in spec.suffixes.values())]
+        order = order or [df.columns[0]]
         if spec.count:
-            return QueryResult(to_arrow_table({"count": np.array([len(df)], dtype=np.int64)}), main.meta.voxel_resolution)
+            return QueryResult(to_arrow_table({"count": np.array([len(df)], dtype=np.int64)}), res)
         df = select_and_page(df, spec, self.row_limit, order)
-        df = _select(df, spec, tabs)
-        res = tuple(spec.desired_resolution) if spec.desired_resolution is not None else main.meta.voxel_resolution
-        return QueryResult(to_arrow_table({c: df[c].to_numpy() for c in df.columns}), tuple(float(x) for x in res))
+        frame = _select_frame({c: df[c].to_numpy() for c in df.columns}, spec, tabs)
+        return QueryResult(to_arrow_table(frame), res)
 
     def _check_roots_current(self, filters: Sequence[Filter], ts: int) -> None:
         for f in filters:
@@ -743,21 +750,22 @@ def _resolution(values: Sequence[float]) -> tuple[float, float, float]:
     return res  # type: ignore[return-value]
 
 
-def _select(df: pd.DataFrame, spec: QuerySpec, tabs: dict[str, AnnotationTable]) -> pd.DataFrame:
+def _select_frame(frame: dict[str, np.ndarray], spec: QuerySpec, tabs: dict[str, AnnotationTable]) -> dict[str, np.ndarray]:
+    """Keep the selected columns (a position name selects its split ``_x/_y/_z`` columns)."""
     sel = spec.select
     if not sel:
-        return df
+        return frame
     if isinstance(sel, dict):
         wanted = [c for name in spec.tables for c in sel.get(name, [])] if len(tabs) > 1 else sel.get(spec.tables[0], [])
         if len(tabs) > 1 and not wanted:
-            return df
+            return frame
     else:
         wanted = list(sel)
-    keep = []
+    keep: list[str] = []
     for c in wanted:
-        cols = [c] if c in df.columns else [f"{c}_{ax}" for ax in "xyz" if f"{c}_{ax}" in df.columns]
+        cols = [c] if c in frame else [f"{c}_{ax}" for ax in "xyz" if f"{c}_{ax}" in frame]
         if not cols:
             known = sorted({x for t in tabs.values() for x in output_columns(t)})
             raise InputError(f"select_columns names unknown column {c!r}; columns: {known}")
         keep += [x for x in cols if x not in keep]
-    return df[keep]
+    return {c: frame[c] for c in keep}

@@ -353,10 +353,15 @@ def scale_for(t: AnnotationTable, desired: Sequence[float] | None) -> np.ndarray
 
 
 def select_and_page(df: pd.DataFrame, spec: QuerySpec, row_limit: int, order: list[str]) -> pd.DataFrame:
-    """Deterministic order, offset/limit, the row limit and column selection."""
+    """Deterministic order, then offset/limit within the row limit."""
     if order:
         df = df.sort_values(order, kind="stable").reset_index(drop=True)
-    n = len(df)
+    start, end = page_bounds(len(df), spec, row_limit)
+    return df.iloc[start:end].reset_index(drop=True)
+
+
+def page_bounds(n: int, spec: QuerySpec, row_limit: int) -> tuple[int, int]:
+    """``[start, end)`` of the page of ``n`` ordered rows; refuses pages above the row limit."""
     offset = int(spec.offset or 0)
     if offset < 0:
         raise InputError(f"offset must be >= 0, got {offset}")
@@ -377,4 +382,4 @@ def select_and_page(df: pd.DataFrame, spec: QuerySpec, row_limit: int, order: li
             rows=n,
             row_limit=row_limit,
         )
-    return df.iloc[offset:end].reset_index(drop=True)
+    return min(offset, n), max(min(offset, n), end)

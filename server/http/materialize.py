@@ -129,9 +129,12 @@ class MaterializeHandler(CavelabHandler):
         self.finish(payload, set_content_type="data.arrow" if as_arrow else "application/json")
 
 
+COMPRESS_ABOVE = 8 << 20  # bytes: smaller answers go uncompressed (cheaper on both ends)
+
+
 def _ipc_stream(table: pa.Table, zstd: bool) -> bytes:
     sink = pa.BufferOutputStream()
-    opts = pa.ipc.IpcWriteOptions(compression="zstd" if zstd else None)
+    opts = pa.ipc.IpcWriteOptions(compression="zstd" if zstd and table.nbytes > COMPRESS_ABOVE else None)
     with pa.ipc.new_stream(sink, table.schema, options=opts) as w:
         w.write_table(table)
     return sink.getvalue().to_pybytes()
