@@ -36,6 +36,12 @@ USERS = {
     "ca401ca401ca401ca401ca401ca401ca": {"name": "carol", "groups": ["lab"]},
 }
 ROW_LIMIT = 500
+# the API test servers: named users by token, and a small row limit
+LAB_CONFIG = {
+    "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
+    "LabIdentityProvider": {"users": USERS},
+    "CavelabConfig": {"row_limit": ROW_LIMIT},
+}
 SEED = 7
 OTHER_EXTENSIONS = {
     "jupyterlab": False,
@@ -131,12 +137,7 @@ def launch(dataset_dir: Path, scratch: Path, config: dict[str, Any] | None = Non
 
 @pytest.fixture(scope="session")
 def server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = {
-        "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
-        "LabIdentityProvider": {"users": USERS},
-        "CavelabConfig": {"row_limit": ROW_LIMIT},
-    }
-    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter"), config) as srv:
+    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter"), LAB_CONFIG) as srv:
         yield srv
 
 

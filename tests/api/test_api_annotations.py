@@ -25,7 +25,7 @@ import pytest
 import requests
 import zarr
 from cave_truth import Editor, GraphTruth, Ledger, iso_ms, ms
-from conftest import ROW_LIMIT, USERS, Api, _build_dataset, client_for, launch, token_of
+from conftest import LAB_CONFIG, ROW_LIMIT, Api, _build_dataset, client_for, launch, token_of
 
 SYN = "synapses"
 TYPES = "cell_types"
@@ -42,12 +42,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def server(dataset_dir, tmp_path_factory: pytest.TempPathFactory):
-    config = {
-        "ServerApp": {"identity_provider_class": "cavelab.server.identity.LabIdentityProvider"},
-        "LabIdentityProvider": {"users": USERS},
-        "CavelabConfig": {"row_limit": ROW_LIMIT},
-    }
-    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter_annotations"), config) as srv:
+    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter_annotations"), LAB_CONFIG) as srv:
         yield srv
 
 
