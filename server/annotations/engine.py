@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 ANNOTATIONS_LOG = "annotations.sqlite"
 VERSIONS_DIR = "versions"
+SETTLE_MAX_MS = 50  # a read this close to now waits for the changes stamped before it
 META_KEYS = {
     "description", "notice_text", "read_permission", "write_permission", "voxel_resolution_x",
     "voxel_resolution_y", "voxel_resolution_z", "flat_segmentation_source", "user_id",
@@ -99,7 +100,7 @@ class AnnotationEngine:
         self.tables: dict[str, AnnotationTable] = {}  # every table ever created (deleted ones too)
         self.versions: dict[int, Version] = {}
         self._rw = RWLock()
-        self._commit = threading.Lock()
+        self._commit = threading.RLock()  # re-entrant: create_version commits while holding it
         self._next_op = 1
         self._last_ts = 0
 
@@ -186,13 +187,20 @@ class AnnotationEngine:
             self.versions[d["version"]].expires_on = d["expires_on"]
         elif rec.kind == "version_remove":
             self.versions.pop(d["version"], None)
+            if d.get("next") in self.versions and "next_bytes" in d:  # its delta now holds the removed one's
+                self.versions[d["next"]].bytes = d["next_bytes"]
         else:  # pragma: no cover - a newer log format
             raise ConflictError(f"unknown annotation log record kind {rec.kind!r}")
 
     # ------------------------------------------------------------------ tables
     def _table(self, name: str, *, at: int | None = None) -> AnnotationTable:
+        """A table that exists now, or (``at``: a version's time) that was not deleted by ``at``.
+
+        At a version older than the table it reads as empty; a deleted table still answers at the
+        versions made while it existed.
+        """
         t = self.tables.get(name)
-        if t is None or (at is None and t.meta.deleted != FOREVER_MS) or (at is not None and not t.meta.created <= at):
+        if t is None or (at is None and t.meta.deleted != FOREVER_MS) or (at is not None and t.meta.deleted <= at):
             raise NotFoundError(
                 f"no annotation table {name!r}; tables: {self.table_names()}", table=name
             )
@@ -510,10 +518,33 @@ class AnnotationEngine:
     def count(self, table_name: str, timestamp: Timestamp = None, *, version: int | None = None, user: str | None = None, groups: Sequence[str] = ()) -> int:
         ts = self._version(version).time_stamp if version is not None else self._ts(timestamp)
         t = self._readable(table_name, user, groups, at=None if version is None else ts)
+        if version is None and timestamp is not None:
+            self._settle(ts)
         with self._rw.read():
             return int(t.alive(ts).sum())
 
     # ------------------------------------------------------------------ queries
+    def _settle(self, ts: int) -> None:
+        """Make a read at ``ts`` final: every change with a timestamp ``<= ts`` is applied, none can follow.
+
+        Annotation commits and graph edits take their timestamp *before* they are written
+        durably and applied, so without this a read at a timestamp that was "now" a moment ago
+        could miss a change stamped ``<= ts`` that is still being written, and the same read
+        repeated later would answer differently. Waits (at most ~``SETTLE_MAX_MS``) until the
+        clock has passed ``ts`` (later changes get later timestamps), then for the commits in
+        flight.
+        """
+        ahead = ts - now_ms()
+        if ahead > SETTLE_MAX_MS:
+            return  # far in the future: such a read cannot be final
+        while now_ms() <= ts:
+            time.sleep(0.0002)
+        if ts >= self._last_ts:  # an annotation commit stamped <= ts may be in flight
+            with self._commit:
+                pass
+        if ts > self.cg.state.last_ts:  # likewise a graph edit (it holds its commit lock until applied)
+            self.cg.wait_for_commit()
+
     def _now(self) -> int:
         return max(now_ms(), self._last_ts, self.cg.state.last_ts)
 
@@ -552,7 +583,7 @@ class AnnotationEngine:
             raise InputError("a query needs a table")
         tabs = {}
         for name in spec.tables:
-            tabs[name] = self._readable(name, user, groups, at=None)
+            tabs[name] = self._readable(name, user, groups, at=None if ver is None else ts)
         for f in spec.filters:
             if f.table not in tabs:
                 raise InputError(f"a filter names table {f.table!r}, which is not in this query {list(tabs)}")
@@ -565,6 +596,8 @@ class AnnotationEngine:
             raise InputError(f"{len(tabs)} tables need {len(tabs) - 1} joins, got {len(spec.joins)}")
         if strict_roots:
             self._check_roots_current(spec.filters, ts)
+        if ver is None and timestamp is not None:
+            self._settle(ts)
 
         def roots_at(t: AnnotationTable, pt: str, rows: np.ndarray) -> np.ndarray:
             if ver is not None:
@@ -573,11 +606,13 @@ class AnnotationEngine:
 
         def leaves_of(roots: np.ndarray) -> np.ndarray:
             roots = np.unique(roots)
+            zero = roots[roots == 0]  # root 0 = a point on background, whose supervoxel is 0
+            roots = roots[roots != 0]
             if not roots.size:
-                return roots
+                return zero
             cur = roots[self.cg.is_latest_roots(roots, ms_to_seconds(ts))]
-            parts = [self.cg.get_leaves(int(r)) for r in cur]
-            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+            parts = [zero] + [self.cg.get_leaves(int(r)) for r in cur]
+            return np.concatenate(parts).astype(np.uint64)
 
         main = tabs[spec.tables[0]]
         res = tuple(spec.desired_resolution) if spec.desired_resolution is not None else main.meta.voxel_resolution
@@ -654,8 +689,16 @@ class AnnotationEngine:
 
         Only rows that changed since the previous version are written. Returns the version.
         """
-        ts = self._ts(timestamp)
-        with self._commit:
+        ts = None if timestamp is None else self._ts(timestamp)
+        if ts is not None and ts > self._now():
+            raise InputError(
+                f"a version cannot be in the future ({ms_to_seconds(ts)} > now {ms_to_seconds(self._now())}): "
+                "rows added before that time would be missing from it"
+            )
+        with self._commit:  # one version at a time, from choosing its time and number to its log record
+            if ts is None:
+                ts = self._now()
+            self._settle(ts)  # the frozen state is final: nothing stamped <= ts can still arrive
             prev = max(self.versions) if self.versions else None
             if prev is not None and ts < self.versions[prev].time_stamp:
                 raise InputError("a new version cannot be older than the newest version")
@@ -673,7 +716,7 @@ class AnnotationEngine:
                 version=number, time_stamp=ts, created=now_ms(), bytes=total,
                 expires_on=None if keep_forever else now_ms() + int(days * DAY_MS),
             )
-        self._commit_record("version", user, {"version": v.to_json()})
+            self._commit_record("version", user, {"version": v.to_json()})
         for name, fr in frozen_now.items():
             self.files.remember(number, name, fr)
         log.info("annotations: version %d at %s, %d bytes", number, ms_to_seconds(ts), total)
@@ -721,11 +764,12 @@ class AnnotationEngine:
             nxt = later[0]
             with self._commit:
                 prev = [m for m in sorted(self.versions) if m < n]
+                size = 0
                 for name, t in self.tables.items():
                     full_next = self._frozen(nxt, t)
                     base = self._frozen(prev[-1], t) if prev else empty_frozen(t.schema.bound_points)
-                    self.files.write(nxt, name, diff(base, full_next))
-            self._commit_record("version_remove", user, {"version": n})
+                    size += self.files.write(nxt, name, diff(base, full_next))
+                self._commit_record("version_remove", user, {"version": n, "next": nxt, "next_bytes": size})
             self.files.remove(n)
             removed.append(n)
         return removed

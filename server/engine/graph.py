@@ -381,6 +381,11 @@ class ChunkedGraph:
                 ok[sv_m] = f & (self.meta.created_ms >= t0) & (self.meta.created_ms <= t1)
             return ids[ok]
 
+    def wait_for_commit(self) -> None:
+        """Return once no edit is being committed (an edit stamped earlier is then applied)."""
+        with self._commit:
+            pass
+
     def oldest_timestamp(self) -> int:
         return int(self.meta.created_ms)
 
