@@ -342,6 +342,11 @@ def render(res: dict) -> str:
     notes = HERE / "analysis.md"  # hand-written reading of the figures, kept across runs
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]
+    ann = RESULTS / f"annotations_{res['preset']}.json"  # written by bench_annotations.py
+    if ann.exists():
+        from bench_annotations import render_section
+
+        out += [render_section(json.loads(ann.read_text())).rstrip(), ""]
     return "\n".join(out)
 
 

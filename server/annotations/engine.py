@@ -568,11 +568,13 @@ class AnnotationEngine:
         user: str | None = None,
         groups: Sequence[str] = (),
         strict_roots: bool = False,
+        row_limit: int | None = None,
     ) -> QueryResult:
         """Run a query at a timestamp (default now) or at a materialized version.
 
         ``strict_roots`` (the live query's rule) refuses root IDs that are not current at the
-        query time instead of matching nothing.
+        query time instead of matching nothing. ``row_limit`` overrides the engine's limit
+        (exports write files, so they take no cap).
         """
         if version is not None:
             ver = self._version(version)
@@ -581,6 +583,7 @@ class AnnotationEngine:
             ver, ts = None, self._ts(timestamp)
         if not spec.tables:
             raise InputError("a query needs a table")
+        limit_rows = self.row_limit if row_limit is None else int(row_limit)
         tabs = {}
         for name in spec.tables:
             tabs[name] = self._readable(name, user, groups, at=None if ver is None else ts)
@@ -622,7 +625,7 @@ class AnnotationEngine:
                 r = select_rows(main, spec.filters, ts, roots_at, leaves_of)
                 if spec.count:
                     return QueryResult(to_arrow_table({"count": np.array([r.rows.size], dtype=np.int64)}), res)
-                start, end = page_bounds(r.rows.size, spec, self.row_limit)
+                start, end = page_bounds(r.rows.size, spec, limit_rows)
                 r.keep(np.arange(r.rows.size)[start:end])
                 frame = frame_of(r, scale_for(main, spec.desired_resolution))
             return QueryResult(to_arrow_table(_select_frame(frame, spec, tabs)), res)
@@ -637,7 +640,7 @@ class AnnotationEngine:
         order = order or [df.columns[0]]
         if spec.count:
             return QueryResult(to_arrow_table({"count": np.array([len(df)], dtype=np.int64)}), res)
-        df = select_and_page(df, spec, self.row_limit, order)
+        df = select_and_page(df, spec, limit_rows, order)
         frame = _select_frame({c: df[c].to_numpy() for c in df.columns}, spec, tabs)
         return QueryResult(to_arrow_table(frame), res)
 
@@ -707,8 +710,12 @@ class AnnotationEngine:
             frozen_now: dict[str, Frozen] = {}
             for name in self.table_names(at=ts):
                 t = self.tables[name]
-                cur = self._freeze(t, ts)
-                base = self._frozen(prev, t) if prev is not None else empty_frozen(t.schema.bound_points)
+                if prev is not None:
+                    base = self._frozen(prev, t)
+                    cur = self._freeze_from(t, ts, base, self.versions[prev].time_stamp)
+                else:
+                    base = empty_frozen(t.schema.bound_points)
+                    cur = self._freeze(t, ts)
                 total += self.files.write(number, name, diff(base, cur))
                 frozen_now[name] = cur
             days = self.version_lifetime_days if lifetime_days is None else float(lifetime_days)
@@ -727,6 +734,38 @@ class AnnotationEngine:
             rows = np.flatnonzero(t.alive(ts))
             roots = {pt: self.cg.get_roots(t.sv_column(pt)[rows], ms_to_seconds(ts)) for pt in t.schema.bound_points}
         return Frozen(rows + 1, roots)
+
+    def _freeze_from(self, t: AnnotationTable, ts: int, base: Frozen, base_ts: int) -> Frozen:
+        """:meth:`_freeze` starting from the frozen state at ``base_ts``: roots are looked up again
+        only for new rows and rows under a root that stopped being current since ``base_ts``."""
+        expired, _ = self.cg.history().delta_roots(ms_to_seconds(base_ts), ms_to_seconds(ts))
+        with self._rw.read():
+            ids = np.flatnonzero(t.alive(ts)) + 1
+            same_rows = ids.size == base.ids.size and np.array_equal(ids, base.ids)
+            if same_rows:
+                roots = {pt: base.roots[pt].copy() for pt in t.schema.bound_points}
+                need = np.zeros(ids.size, dtype=bool)
+            else:
+                i = np.minimum(np.searchsorted(base.ids, ids), max(base.ids.size - 1, 0))
+                known = (base.ids[i] == ids) if base.ids.size else np.zeros(ids.size, dtype=bool)
+                roots = {}
+                for pt in t.schema.bound_points:
+                    r = np.zeros(ids.size, dtype=np.uint64)
+                    if base.ids.size:
+                        r[known] = base.roots[pt][i[known]]
+                    roots[pt] = r
+                need = ~known
+            if expired.size:
+                svs = np.concatenate([self.cg.get_leaves(int(r)) for r in expired])
+                for pt in t.schema.bound_points:
+                    hit = t.rows_in_supervoxels(pt, svs) + 1
+                    pos = np.minimum(np.searchsorted(ids, hit), max(ids.size - 1, 0))
+                    if ids.size:
+                        need[pos[ids[pos] == hit]] = True
+            rows = ids[need] - 1
+            for pt in t.schema.bound_points:
+                roots[pt][need] = self.cg.get_roots(t.sv_column(pt)[rows], ms_to_seconds(ts))
+        return Frozen(ids, roots)
 
     def _frozen(self, version: int, t: AnnotationTable) -> Frozen:
         """The full frozen columns of a table at a version (rebuilt from the delta chain)."""
@@ -774,13 +813,34 @@ class AnnotationEngine:
             removed.append(n)
         return removed
 
-    def export_version_table(self, version: int, table_name: str, path: str | Path) -> Path:
-        """Write one table at one version as a self-contained Parquet file (for publication)."""
+    def export_version_table(self, version: int, table_name: str, path: str | Path, page_rows: int = 1_000_000) -> Path:
+        """Write one table at one version as a self-contained Parquet file (for publication).
+
+        Written page by page (``page_rows`` rows per row group, in ID order), so a table of any
+        size is exported without the query row limit and without holding it all in memory.
+        """
         import pyarrow.parquet as pq
 
-        res = self.query(QuerySpec([table_name]), version=version)
-        pq.write_table(res.table, path, compression="zstd")
-        return Path(path)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        writer = None
+        offset = 0
+        try:
+            while True:
+                spec = QuerySpec([table_name], offset=offset, limit=page_rows)
+                page = self.query(spec, version=version, row_limit=page_rows).table
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, page.schema, compression="zstd")
+                if page.num_rows:
+                    writer.write_table(page)
+                offset += page.num_rows
+                if page.num_rows < page_rows:
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+        tmp.replace(path)
+        return path
 
 
 # -------------------------------------------------------------------- helpers
