@@ -628,7 +628,7 @@ class AnnotationEngine:
                 start, end = page_bounds(r.rows.size, spec, limit_rows)
                 r.keep(np.arange(r.rows.size)[start:end])
                 frame = frame_of(r, scale_for(main, spec.desired_resolution))
-            return QueryResult(to_arrow_table(_select_frame(frame, spec, tabs)), res)
+            return QueryResult(to_arrow_table(_select_frame(frame, spec, tabs)), res, _notices(tabs))
         frames: dict[str, pd.DataFrame] = {}
         for name, t in tabs.items():
             with self._rw.read():
@@ -642,7 +642,7 @@ class AnnotationEngine:
             return QueryResult(to_arrow_table({"count": np.array([len(df)], dtype=np.int64)}), res)
         df = select_and_page(df, spec, limit_rows, order)
         frame = _select_frame({c: df[c].to_numpy() for c in df.columns}, spec, tabs)
-        return QueryResult(to_arrow_table(frame), res)
+        return QueryResult(to_arrow_table(frame), res, _notices(tabs))
 
     def _check_roots_current(self, filters: Sequence[Filter], ts: int) -> None:
         for f in filters:
@@ -852,6 +852,11 @@ def _resolution(values: Sequence[float]) -> tuple[float, float, float]:
     if len(res) != 3 or not all(np.isfinite(res)) or min(res) <= 0:
         raise InputError(f"voxel_resolution must be three positive numbers, got {list(values)!r}")
     return res  # type: ignore[return-value]
+
+
+def _notices(tabs: dict[str, AnnotationTable]) -> list[str]:
+    """The tables' notice texts (sent as ``Warning`` headers, which caveclient logs)."""
+    return [f"{n}: {t.meta.notice_text}" for n, t in tabs.items() if t.meta.notice_text]
 
 
 def _select_frame(frame: dict[str, np.ndarray], spec: QuerySpec, tabs: dict[str, AnnotationTable]) -> dict[str, np.ndarray]:

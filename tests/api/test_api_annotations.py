@@ -607,3 +607,21 @@ def test_staging_views_and_table_listing(client, server, truth, tables, volume, 
     assert {SYN, TYPES, "nuclei", TAGS} <= names
     assert c.materialize.get_views() == {}
     assert "synapses" in dir(c.materialize.tables)
+
+
+def test_json_answers_and_notice_warnings(client, api, truth, synapses, version) -> None:
+    """``return_df=False`` gets JSON records; a table's notice text travels as a Warning header."""
+    client.annotation.update_metadata(TYPES, notice_text="types are provisional")
+    M3 = f"/materialize/api/v3/datastack/{truth.name}"
+    v = version["version"]
+    r = api.post(
+        f"{M3}/version/{v}/table/{TYPES}/query",
+        params={"return_pyarrow": "False", "arrow_format": "False", "split_positions": "True"},
+        json={"limit": 3},
+    )
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    assert "provisional" in r.headers["Warning"]
+    rows = r.json()
+    assert len(rows) <= 3 and all({"id", "pt_root_id", "pt_position_x", "cell_type"} <= set(x) for x in rows)
+    got = client_for(api.server, truth.name).materialize.query_table(SYN, return_df=False, limit=5, materialization_version=v)
+    assert [x["id"] for x in got] == sorted(x["id"] for x in got) and len(got) == 5
