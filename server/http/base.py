@@ -9,6 +9,8 @@ parameter and body parsing (JSON whatever the Content-Type, also on GET; raw uin
 
 from __future__ import annotations
 
+import functools
+import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
+from tornado.web import HTTPError
 
 from cavelab.server.errors import InputError, NotFoundError
 from cavelab.server.http import params
@@ -58,6 +61,13 @@ def _owner_name() -> str:
         return "owner"
 
 
+@functools.cache
+def _owner_user() -> Any:
+    from jupyter_server.auth.identity import User
+
+    return User(username=_owner_name())
+
+
 def encode_ids(values: Iterable[Any] | np.ndarray, as_str: bool) -> list[Any]:
     """IDs (a flat or rectangular array/list) as JSON-ready ints, or strings for ``int64_as_str``."""
     lst = np.asarray(values, dtype=np.uint64).tolist()
@@ -66,6 +76,35 @@ def encode_ids(values: Iterable[Any] | np.ndarray, as_str: bool) -> list[Any]:
 
 class CavelabHandler(APIHandler):
     """Base handler: parsing helpers, replies and the single error mapping."""
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        """Authenticate; the server's own ``Bearer`` token takes a short path.
+
+        caveclient sends the token on every request. When it is exactly the server's token the
+        request is its owner's (what jupyter_server concludes too, after also decoding cookies
+        and minting a session user), so only the host check and CORS headers remain to do.
+        Anything else (other tokens, cookies, JupyterHub) goes through jupyter_server's path.
+        """
+        user = self._owner_by_token()
+        if user is None:
+            await super().prepare()
+            return
+        if not self.check_host():
+            raise HTTPError(403)
+        self.current_user = self._jupyter_current_user = user
+        self._token_authenticated = True
+        self.set_cors_headers()
+
+    def _owner_by_token(self) -> Any:
+        header = self.request.headers.get("Authorization", "")
+        if not header:
+            return None
+        idp = self.identity_provider
+        token = getattr(idp, "token", None)
+        m = idp.auth_header_pat.match(header)
+        if not token or m is None or not hmac.compare_digest(m.group(2).strip(), token):
+            return None
+        return _owner_user()
 
     # ------------------------------------------------------------------ engine
     @property
