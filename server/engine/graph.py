@@ -126,8 +126,16 @@ class ChunkedGraph:
     def n_layers(self) -> int:
         return self.meta.n_layers
 
+    def now(self) -> int:
+        """"Now" for reads (ms): never before the newest edit, so an acknowledged edit is always seen.
+
+        Edits made within the same millisecond get timestamps a millisecond apart, so the newest
+        one can be a few ms ahead of the wall clock.
+        """
+        return max(now_ms(), int(self.state.last_ts))
+
     def _ts(self, timestamp: Timestamp) -> int:
-        ts = to_ms(timestamp)
+        ts = self.now() if timestamp is None else to_ms(timestamp)
         if ts < self.meta.created_ms:
             raise InputError(
                 f"timestamp {ms_to_seconds(ts)} is before this graph existed; the oldest "
@@ -369,7 +377,7 @@ class ChunkedGraph:
         """The IDs that are nodes of this graph created within ``[start, end]``."""
         ids = self._ids(node_ids)
         t0 = to_ms(start) if start is not None else 0
-        t1 = to_ms(end) if end is not None else now_ms()
+        t1 = to_ms(end) if end is not None else self.now()
         st = self.state
         with self._rw.read():
             idx, ok = st.node_index(ids)

@@ -104,7 +104,7 @@ class History:
 
     def latest_roots(self, root_id: int, timestamp: Timestamp = None) -> np.ndarray:
         """Roots current at ``timestamp`` that descend from (or, for an earlier time, precede) ``root_id``."""
-        t = to_ms(timestamp)
+        t = to_ms(timestamp) if timestamp is not None else self.cg.now()
         with self.cg._rw.read():
             (r,) = self._roots([root_id])
             if self._created(r) <= t:
@@ -151,7 +151,8 @@ class History:
 
     def delta_roots(self, timestamp_past: Timestamp, timestamp_future: Timestamp = None) -> tuple[np.ndarray, np.ndarray]:
         """Roots that stopped being current between the two times, and roots that became current."""
-        t0, t1 = to_ms(timestamp_past), to_ms(timestamp_future)
+        t0 = to_ms(timestamp_past)
+        t1 = to_ms(timestamp_future) if timestamp_future is not None else self.cg.now()
         old, new = set(), set()
         with self.cg._rw.read():
             for rec in list(self.cg.operations.values()):

@@ -36,7 +36,10 @@ def test_parallel_merges_of_unrelated_cells(tmp_path):
     def work(a: int, b: int) -> None:
         try:
             barrier.wait()
-            cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]], user=f"t{a}")
+            res = cg.merge([[int(g.sv_ids[a])], [int(g.sv_ids[b])]], user=f"t{a}")
+            # read-your-writes: an acknowledged edit is visible at once, even when edits in the
+            # same millisecond pushed its timestamp ahead of the wall clock
+            assert cg.get_root(int(g.sv_ids[a])) in res.new_root_ids
         except BaseException as e:  # reported below
             errors.append(e)
 
