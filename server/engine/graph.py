@@ -88,6 +88,7 @@ class ChunkedGraph:
         self.operations: dict[int, OperationRecord] = {}
         self._segmentation = None
         self._next_op = 1
+        self._listeners: list[Callable[[int, GraphDelta], None]] = []
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -389,6 +390,13 @@ class ChunkedGraph:
                 ok[sv_m] = f & (self.meta.created_ms >= t0) & (self.meta.created_ms <= t1)
             return ids[ok]
 
+    def add_listener(self, fn: Callable[[int, GraphDelta], None]) -> None:
+        """Call ``fn(operation_id, delta)`` after each edit is applied, before it is acknowledged.
+
+        Listeners must be quick (e.g. queue work for a thread): they run inside the commit.
+        """
+        self._listeners.append(fn)
+
     def wait_for_commit(self) -> None:
         """Return once no edit is being committed (an edit stamped earlier is then applied)."""
         with self._commit:
@@ -497,6 +505,8 @@ class ChunkedGraph:
                 with self._rw.write():
                     st.apply(delta, op_id, edge_hint=(plan.activate, plan.deactivate))
                     self.operations[op_id] = rec
+                for fn in self._listeners:
+                    fn(op_id, delta)
                 return EditResult(op_id, delta.new_roots.tolist(), delta.old_roots.tolist(), ts)
         raise ConflictError("the cells of this edit kept changing under concurrent edits; retry")
 
