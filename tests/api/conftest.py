@@ -244,3 +244,44 @@ def t0(server: Server) -> dt.datetime:
 @pytest.fixture(scope="session")
 def editor(cg: Any, api: Api, truth: GraphTruth, ledger: Ledger) -> Editor:
     return Editor(cg, api, truth, ledger)
+
+
+def own_server_fixtures(prefix: str) -> tuple[Any, ...]:
+    """Module-scoped ``dataset_dir, server, truth, ledger, client, api, editor`` fixtures.
+
+    A test module that edits the graph assigns these at module level to get its own server and
+    dataset, so its edits cannot disturb the graph stories of the other modules::
+
+        dataset_dir, server, truth, ledger, client, api, editor = own_server_fixtures("mine")
+    """
+
+    @pytest.fixture(scope="module", name="dataset_dir")
+    def _dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return _build_dataset(tmp_path_factory.mktemp(prefix))
+
+    @pytest.fixture(scope="module", name="server")
+    def _server(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        with launch(dataset_dir, tmp_path_factory.mktemp(f"jupyter_{prefix}"), LAB_CONFIG) as srv:
+            yield srv
+
+    @pytest.fixture(scope="module", name="truth")
+    def _truth(dataset_dir: Path) -> GraphTruth:
+        return GraphTruth.load(dataset_dir)
+
+    @pytest.fixture(scope="module", name="ledger")
+    def _ledger(truth: GraphTruth) -> Ledger:
+        return Ledger(truth)
+
+    @pytest.fixture(scope="module", name="client")
+    def _client(server: Server, truth: GraphTruth) -> Any:
+        return client_for(server, truth.name)
+
+    @pytest.fixture(scope="module", name="api")
+    def _api(server: Server, truth: GraphTruth) -> Api:
+        return Api(server, truth.name)
+
+    @pytest.fixture(scope="module", name="editor")
+    def _editor(client: Any, api: Api, truth: GraphTruth, ledger: Ledger) -> Editor:
+        return Editor(client.chunkedgraph, api, truth, ledger)
+
+    return _dataset_dir, _server, _truth, _ledger, _client, _api, _editor

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import zarr
-from cave_truth import Editor, GraphTruth, Ledger, iso_ms, ms
-from conftest import LAB_CONFIG, ROW_LIMIT, Api, _build_dataset, client_for, launch, token_of
+from cave_truth import iso_ms, ms
+from conftest import ROW_LIMIT, client_for, own_server_fixtures, token_of
 
 SYN = "synapses"
 TYPES = "cell_types"
@@ -33,42 +33,8 @@ TAGS = "syn_tags"  # a reference table on synapses
 LAB = "lab_marks"  # owned by alice, write GROUP
 
 
-# ------------------------------------------------- this module's own server and graph
-# (its edits must not disturb the graph stories of the other API modules)
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory):
-    return _build_dataset(tmp_path_factory.mktemp("annotations_api"))
-
-
-@pytest.fixture(scope="module")
-def server(dataset_dir, tmp_path_factory: pytest.TempPathFactory):
-    with launch(dataset_dir, tmp_path_factory.mktemp("jupyter_annotations"), LAB_CONFIG) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def truth(dataset_dir) -> GraphTruth:
-    return GraphTruth.load(dataset_dir)
-
-
-@pytest.fixture(scope="module")
-def ledger(truth) -> Ledger:
-    return Ledger(truth)
-
-
-@pytest.fixture(scope="module")
-def client(server, truth):
-    return client_for(server, truth.name)
-
-
-@pytest.fixture(scope="module")
-def api(server, truth) -> Api:
-    return Api(server, truth.name)
-
-
-@pytest.fixture(scope="module")
-def editor(client, api, truth, ledger) -> Editor:
-    return Editor(client.chunkedgraph, api, truth, ledger)
+# this module's own server and graph (its edits must not disturb the other modules' stories)
+dataset_dir, server, truth, ledger, client, api, editor = own_server_fixtures("annotations_api")
 
 
 # ----------------------------------------------------------------------------- model
