@@ -102,7 +102,7 @@ class ChunkedGraph:
         """Load a dataset directory and replay its operation log."""
         t0 = time.perf_counter()
         meta = DatasetMeta.load(dataset_dir)
-        arrays = open_array_store(dataset_dir).load()
+        arrays = open_array_store(dataset_dir).load(GraphState.array_names())
         state = GraphState(meta, arrays)
         oplog = open_operation_log(dataset_dir, storage_url)
         cg = cls(meta, state, oplog, dataset_dir, max_merge_chunk_distance=max_merge_chunk_distance)

@@ -48,6 +48,11 @@ BASE_ARRAYS = (
 
 
 class GraphState:
+    @staticmethod
+    def array_names() -> tuple[str, ...]:
+        """The saved arrays the state is built from (others, e.g. ``sv_moments``, stay on disk)."""
+        return BASE_ARRAYS
+
     def __init__(self, meta: DatasetMeta, arrays: dict[str, np.ndarray]) -> None:
         missing = [k for k in BASE_ARRAYS if k not in arrays]
         if missing:

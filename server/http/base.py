@@ -169,6 +169,12 @@ class CavelabHandler(APIHandler):
         base = url_path_join(self.base_url, PREFIX)
         return f"{self.request.protocol}://{self.request.host}{base}".rstrip("/")
 
+    def graphene_base(self) -> str:
+        """Root URL of the graphene routes: the host's root when the server runs at "/"."""
+        if self.base_url.rstrip("/") == "":
+            return f"{self.request.protocol}://{self.request.host}"
+        return self.cave_url()
+
     # ------------------------------------------------------------------ query
     def arg(self, name: str) -> str | None:
         return self.get_query_argument(name, None)

@@ -17,9 +17,13 @@ PCG_API_VERSIONS = [0, 1]  # indices into CloudVolume's ['1.0', 'v1']
 LEAVES_BOUNDING_BOX = [2048, 2048, 512]  # PyChunkedGraph's graph.bounding_box
 
 
-def segmentation_source(cave_url: str, meta: DatasetMeta) -> str:
-    """``graphene://<cave_url>/segmentation/table/<name>`` (last segment = the PCG table)."""
-    return f"graphene://{cave_url}/segmentation/table/{meta.name}"
+def segmentation_source(graphene_base: str, meta: DatasetMeta) -> str:
+    """``graphene://<base>/segmentation/table/<name>`` (last segment = the PCG table).
+
+    ``graphene_base`` is the host's root URL when the server runs at "/" (CloudVolume can only
+    parse graphene URLs without a path prefix), else this server's CAVE URL.
+    """
+    return f"graphene://{graphene_base}/segmentation/table/{meta.name}"
 
 
 def data_dir(cave_url: str, meta: DatasetMeta) -> str:
@@ -39,13 +43,17 @@ def aligned_volume(meta: DatasetMeta) -> dict[str, Any]:
 
 
 def datastack_info(
-    cave_url: str, meta: DatasetMeta, synapse_table: str | None = None, soma_table: str | None = None
+    cave_url: str,
+    meta: DatasetMeta,
+    synapse_table: str | None = None,
+    soma_table: str | None = None,
+    graphene_base: str | None = None,
 ) -> dict[str, Any]:
     """The full datastack document of ``GET /info/api/v2/datastack/full/{ds}``."""
     rx, ry, rz = (float(r) for r in meta.resolution)
     return {
         "aligned_volume": aligned_volume(meta),
-        "segmentation_source": segmentation_source(cave_url, meta),
+        "segmentation_source": segmentation_source(graphene_base or cave_url, meta),
         "local_server": cave_url,
         "synapse_table": synapse_table,
         "soma_table": soma_table,

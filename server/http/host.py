@@ -24,6 +24,7 @@ from cavelab.server.errors import CavelabError, EngineUnavailableError, NotFound
 if TYPE_CHECKING:
     from cavelab.server.annotations.engine import AnnotationEngine
     from cavelab.server.engine.graph import ChunkedGraph
+    from cavelab.server.morphology.service import MorphologyService
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class EngineHost:
         self._engine: ChunkedGraph | None = None  # set once opened: no await on the hot path
         self.open_seconds: float | None = None
         self.annotations_engine: AnnotationEngine | None = None
+        self._morphology: MorphologyService | None = None
+        self._morphology_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ opening
     @property
@@ -111,6 +114,16 @@ class EngineHost:
         await self.engine()
         assert self.annotations_engine is not None
         return self.annotations_engine
+
+    async def morphology(self, cg: ChunkedGraph) -> MorphologyService:
+        """The L2-feature and skeleton service of the graph (made on first use, in the pool)."""
+        if self._morphology is None:
+            async with self._morphology_lock:
+                if self._morphology is None:
+                    from cavelab.server.morphology.service import open_service
+
+                    self._morphology = await self.call(open_service, cg)
+        return self._morphology
 
     def schedule_versions(self) -> None:
         """Create versions every ``version_interval_hours`` and drop expired ones (in the pool)."""
@@ -188,6 +201,8 @@ class EngineHost:
             try:
                 if self.annotations_engine is not None:
                     self.annotations_engine.close()
+                if self._morphology is not None:
+                    self._morphology.close()
                 f.result().close()
             except Exception:  # closing at exit must never raise
                 log.debug("cavelab: error closing the engine", exc_info=True)

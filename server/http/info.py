@@ -45,7 +45,11 @@ class DatastackFullHandler(InfoHandler):
     async def get(self, datastack: str) -> None:
         meta = await self.datastack(datastack)
         st = self.host.settings
-        self.write_json(documents.datastack_info(self.cave_url(), meta, st.synapse_table, st.soma_table))
+        self.write_json(
+            documents.datastack_info(
+                self.cave_url(), meta, st.synapse_table, st.soma_table, self.graphene_base()
+            )
+        )
 
 
 class DatastacksHandler(InfoHandler):

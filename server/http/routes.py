@@ -10,7 +10,16 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from cavelab.server.http import annotation, edits, history, info, materialize, segmentation, status
+from cavelab.server.http import (
+    annotation,
+    edits,
+    history,
+    info,
+    materialize,
+    morphology,
+    segmentation,
+    status,
+)
 from cavelab.server.http.base import PREFIX
 from cavelab.server.http.versions import version_routes
 
@@ -69,6 +78,7 @@ def route_table() -> list[tuple[str, type, dict[str, Any]]]:
     rows += [(p, h, {}) for p, h in SEGMENTATION_ROUTES]
     rows += [(p, h, {}) for p, h in materialize.MATERIALIZE_ROUTES]
     rows += [(p, h, {}) for p, h in annotation.ANNOTATION_ROUTES]
+    rows += [(p, h, {}) for p, h in morphology.MORPHOLOGY_ROUTES]
     return rows
 
 
@@ -78,5 +88,11 @@ def setup_handlers(web_app: Any, base_url: str) -> list[str]:
     for path, handler, kwargs in route_table():
         pattern = url_path_join(base_url, PREFIX, path)
         handlers.append((pattern, handler, kwargs) if kwargs else (pattern, handler))
+    if base_url.rstrip("/") == "":
+        # CloudVolume's graphene reader (caveclient's skeleton client, neuroglancer tools) only
+        # understands ``<host>/segmentation/...`` at the root of the host: on a server at "/"
+        # the graph routes are also served there (under JupyterHub's /user/<name>/ they cannot be)
+        for path, handler in SEGMENTATION_ROUTES:
+            handlers.append((url_path_join("/", path), handler))
     web_app.add_handlers(".*$", handlers)
     return [h[0] for h in handlers]

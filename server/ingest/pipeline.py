@@ -107,10 +107,19 @@ def build_base_graph(meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, np.ndar
     }
 
 
-def write_dataset(dataset_dir: str | Path, meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, Any]:
-    """Build the hierarchy for ``g`` and write arrays, metadata and an empty operation log."""
+def write_dataset(
+    dataset_dir: str | Path,
+    meta: DatasetMeta,
+    g: SupervoxelGraph,
+    extra: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Build the hierarchy for ``g`` and write arrays, metadata and an empty operation log.
+
+    ``extra`` arrays (e.g. the per-supervoxel statistics) are saved with the base arrays.
+    """
     t0 = time.perf_counter()
     arrays = build_base_graph(meta, g)
+    arrays.update(extra or {})
     t1 = time.perf_counter()
     d = Path(dataset_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -137,10 +146,16 @@ def ingest(
     progress: bool = True,
     overwrite: bool = False,
     workers: int = 2,
+    l2_features: str = "none",
 ) -> dict[str, Any]:
     """Ingest a source directory (see ``docs/input_format.md``) into a new dataset directory.
 
     Returns a report with counts, timings and the ingest rate (supervoxels per second).
+    ``l2_features`` chooses which L2-cache features of every L2 node are computed now and saved
+    as ``graph/l2_*.npy`` (:func:`cavelab.server.morphology.l2features.compute_all`): ``"all"``
+    (a second pass over the written segmentation for the distance transform), ``"stats"`` only
+    those that follow from the supervoxel statistics, or ``"none"``; the supervoxel statistics
+    are always saved, and features not saved are computed when first asked for.
 
     >>> ingest("/data/my_source", "/data/my_dataset", chunk_size=(128, 128, 32))  # doctest: +SKIP
     """
@@ -152,6 +167,8 @@ def ingest(
     dst = Path(dataset_dir)
     if not src.is_dir():
         raise IngestError(f"source {src} is not a directory (see docs/input_format.md)")
+    if l2_features not in ("all", "stats", "none"):
+        raise IngestError(f"l2_features must be 'all', 'stats' or 'none', got {l2_features!r}")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise IngestError(f"{dst} is not empty; choose a new dataset directory or pass --overwrite")
     info: dict[str, Any] = {}
@@ -181,9 +198,34 @@ def ingest(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        g, report = build_supervoxel_graph(src, work, meta, threshold=threshold, progress=progress, workers=workers)
+        sv_stats: dict[str, np.ndarray] = {}
+        g, report = build_supervoxel_graph(
+            src,
+            work,
+            meta,
+            threshold=threshold,
+            progress=progress,
+            workers=workers,
+            sv_stats=sv_stats,
+        )
         meta.created_ms = now_ms()
-        hreport = write_dataset(work, meta, g)
+        hreport = write_dataset(work, meta, g, extra=sv_stats)
+        if l2_features != "none":
+            from cavelab.server.morphology.l2features import compute_all
+
+            t_l2 = time.perf_counter()
+            feats, l2report = compute_all(
+                work,
+                meta=meta,
+                arrays=sv_stats,
+                dt=l2_features == "all",
+                workers=workers,
+                progress=progress,
+            )
+            open_array_store(work).save(feats)
+            del feats
+            hreport["l2_features"] = {**l2report, "seconds": time.perf_counter() - t_l2}
+        del sv_stats
         total = time.perf_counter() - t0
         report = dict(report)
         report.update(hreport)

@@ -20,9 +20,12 @@ How it runs:
 * **Workers** (a process pool of ``workers`` processes, started first so that they work
   while the tables are read) handle one atomic chunk each: one read of the block,
   ``fastremap.renumber`` (labels -> small integers), ``cc3d.statistics`` (size, bounding
-  box, centroid), face contacts inside the block (vectorized on the flat buffer), a
-  lookup-table gather to uint64 IDs and one shard write. They return the block's labels,
-  statistics, inner contacts and its six boundary slabs (as segment numbers).
+  box, centroid), face contacts inside the block per axis (vectorized on the flat
+  buffer), shape statistics for the L2 features (coordinate moments, exposed faces, voxels
+  on the chunk faces, a central voxel; from the runs along the fastest axis, see
+  :data:`SV_STAT_ARRAYS`), a lookup-table gather to uint64 IDs and one shard write. They
+  return the block's labels, statistics, inner contacts and its six boundary slabs (as
+  segment numbers).
 * **The main process** consumes the results in chunk order. It pairs each chunk's first
   slab along x/y/z with the last slab of the -x/-y/-z neighbour (the one-voxel halo,
   without reading any voxel twice), looks the contacts up among the listed edges, and
@@ -58,6 +61,7 @@ __all__ = [
     "EDGES_FILE",
     "SEGMENTATION_DIR",
     "SUPERVOXEL_MAP_FILE",
+    "SV_STAT_ARRAYS",
     "build_supervoxel_graph",
     "open_source_volume",
     "output_chunks",
@@ -67,6 +71,29 @@ SEGMENTATION_DIR = "segmentation.zarr"
 EDGES_FILE = "edges.parquet"
 COMPONENTS_FILE = "components.parquet"
 SUPERVOXEL_MAP_FILE = "supervoxel_map.parquet"
+
+#: The per-supervoxel shape statistics (``build_supervoxel_graph(sv_stats=...)``, saved as
+#: ``graph/<name>.npy``). Coordinates are voxels, x, y, z; "local" ones count from the first
+#: voxel of the supervoxel's atomic chunk. Faces are counted inside the atomic chunk only.
+#:
+#: * ``sv_moments`` float64 [S, 9]: sums of local x, y, z, xx, yy, zz, xy, xz, yz (exact);
+#: * ``sv_faces`` int32 [S, 3]: voxel faces across x, y, z whose neighbour in the chunk is
+#:   another supervoxel or background;
+#: * ``sv_chunk_faces`` int32 [S, 2, 3]: voxels on the chunk's low (row 0) and high (row 1)
+#:   x, y, z faces (the high face of a chunk clipped by the volume is the volume's last slab);
+#: * ``sv_rep_voxel`` int32 [S, 3]: the supervoxel's voxel nearest (nm) to its centroid,
+#:   including ``meta.voxel_offset`` like ``sv_bbox``;
+#: * ``sv_contacts`` int64 [P, 2]: every pair of supervoxels touching inside a chunk
+#:   (indices, ``a < b``, sorted), listed in edges.parquet or not;
+#: * ``sv_contact_faces`` int32 [P, 3]: their shared voxel faces across x, y, z.
+SV_STAT_ARRAYS = (
+    "sv_moments",
+    "sv_faces",
+    "sv_chunk_faces",
+    "sv_rep_voxel",
+    "sv_contacts",
+    "sv_contact_faces",
+)
 
 #: Preferred Zarr chunk (inner chunk) of the relabelled volume, x, y, z voxels.
 TARGET_OUTPUT_CHUNK = (64, 64, 16)
@@ -565,6 +592,7 @@ class _Context:
     voxel_offset: tuple[int, int, int]
     n_layers: int
     spatial_bits: int
+    resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
     _out: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -659,28 +687,37 @@ def _key_dtype(n: int) -> type:
 
 
 def _inner_contacts(
-    r: np.ndarray, k: int, has_zero: bool = True
+    r: np.ndarray, k: int, has_zero: bool = True, exposed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel-face contacts inside a renumbered block (values ``0..k``, 0 = background).
 
     Works on the flat memory buffer (C or Fortran order): for each axis every voxel is
     compared with its neighbour one stride on, the comparisons that wrap around to the
     next row are masked out, and each unordered pair of differing nonzero values is
-    counted. Returns ``(lo, hi, faces)`` with ``lo < hi`` (int64 each).
+    counted. Returns ``(lo, hi, faces)`` with ``lo < hi`` (int64) sorted by ``(lo, hi)``,
+    and ``faces`` (int64, ``(n, 3)``) the shared faces across x, y and z.
+
+    ``exposed`` (int64, ``(k + 1, 3)``), if given, receives for every value its faces
+    across x, y and z whose neighbour inside the block holds another value (0 included;
+    faces on the block's border are not counted).
 
     >>> r = np.array([[[1, 2], [1, 0]], [[3, 3], [1, 2]]], dtype=np.uint8)
-    >>> [v.tolist() for v in _inner_contacts(r, 3)]
-    [[1, 1, 2], [2, 3, 3], [2, 2, 2]]
+    >>> ex = np.zeros((4, 3), dtype=np.int64)
+    >>> [v.tolist() for v in _inner_contacts(r, 3, exposed=ex)]
+    [[1, 1, 2], [2, 3, 3], [[0, 0, 2], [1, 1, 0], [1, 1, 0]]]
+    >>> ex[1:].tolist()
+    [[1, 1, 3], [2, 2, 2], [2, 2, 0]]
     """
     empty = np.zeros(0, dtype=np.int64)
-    if k < 2 or r.size < 2:
-        return empty, empty, empty
+    if r.size < 2 or k < (1 if exposed is not None else 2):
+        return empty, empty, np.zeros((0, 3), dtype=np.int64)
+    rev = not r.flags.c_contiguous  # memory axis d is array axis 2 - d
     mem = r if r.flags.c_contiguous else r.T  # a C-contiguous view in memory order
     if not mem.flags.c_contiguous:
         mem = np.ascontiguousarray(mem)
     flat = mem.reshape(-1)
     n_all = flat.size
-    kd = _key_dtype(k + 1)
+    kd = _key_dtype(2 * (k + 1))  # keys (lo * (k + 1) + hi) * 4 + axis
     kk = kd(k + 1)
     neq = np.empty(n_all, dtype=bool)
     keys = []
@@ -688,6 +725,7 @@ def _inner_contacts(
         n = mem.shape[d]
         if n < 2:
             continue
+        ax = kd(2 - d if rev else d)
         s = mem.strides[d] // mem.itemsize
         np.not_equal(flat[: n_all - s], flat[s:], out=neq[: n_all - s])
         neq[n_all - s :] = False
@@ -699,7 +737,10 @@ def _inner_contacts(
             a, b = flat[: n_all - s], flat[s:]
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             if has_zero:
-                np.logical_and(m, lo != 0, out=m)
+                nz = lo != 0
+                if exposed is not None:  # faces towards the background
+                    exposed[:, ax] += np.bincount(hi[np.greater(m, nz)], minlength=k + 1)
+                np.logical_and(m, nz, out=m)
             lo, hi = lo[m].astype(kd), hi[m].astype(kd)
         else:  # sparse boundaries: gather the differing pairs only
             idx = np.flatnonzero(m)
@@ -707,14 +748,28 @@ def _inner_contacts(
             bv = flat[idx + s]
             if has_zero:
                 nz = (av != 0) & (bv != 0)
+                if exposed is not None:  # faces towards the background
+                    bgv = np.maximum(av, bv)[~nz]
+                    exposed[:, ax] += np.bincount(bgv, minlength=k + 1)
                 av, bv = av[nz], bv[nz]
             av, bv = av.astype(kd), bv.astype(kd)
             lo, hi = np.minimum(av, bv), np.maximum(av, bv)
-        keys.append(lo * kk + hi)
+        keys.append((lo * kk + hi) * kd(4) + ax)
     if not keys:
-        return empty, empty, empty
+        return empty, empty, np.zeros((0, 3), dtype=np.int64)
     u, c = _count_keys(np.concatenate(keys))
-    return (u // kk).astype(np.int64), (u % kk).astype(np.int64), c
+    pair = u >> kd(2)
+    new = np.ones(pair.size, dtype=bool)
+    np.not_equal(pair[1:], pair[:-1], out=new[1:])
+    faces = np.zeros((int(np.count_nonzero(new)), 3), dtype=np.int64)
+    faces[np.cumsum(new) - 1, (u & kd(3)).astype(np.int64)] = c
+    pair = pair[new]
+    lo, hi = (pair // kk).astype(np.int64), (pair % kk).astype(np.int64)
+    if exposed is not None:  # faces towards another value: both sides of every contact
+        for d in range(3):
+            exposed[:, d] += np.bincount(lo, weights=faces[:, d], minlength=k + 1).astype(np.int64)
+            exposed[:, d] += np.bincount(hi, weights=faces[:, d], minlength=k + 1).astype(np.int64)
+    return lo, hi, faces
 
 
 def _slab_contacts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -734,6 +789,111 @@ def _slab_contacts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     nb = np.uint64(int(bv.max()) + 1)
     u, c = _count_keys(av * nb + bv)
     return (u // nb).astype(np.int64), (u % nb).astype(np.int64), c
+
+
+def _shape_stats(
+    r: np.ndarray, k: int, resolution: tuple[float, float, float]
+) -> dict[str, np.ndarray]:
+    """Per-value shape statistics of a renumbered block (values ``0..k``; row ``v`` of each
+    result is value ``v``; coordinates are voxels from the block's first voxel, x, y, z).
+
+    * ``moments`` (float64, ``(k + 1, 9)``): sums of x, y, z, xx, yy, zz, xy, xz, yz over the
+      value's voxels (integers, exact in float64);
+    * ``rep`` (int64, ``(k + 1, 3)``): the value's voxel nearest (in nm) to its centroid,
+      ties to the lowest x, then y, then z (so it is inside it, and central unless the
+      value is strongly curved);
+    * ``chunk_faces`` (int64, ``(k + 1, 2, 3)``): its voxels on the block's first (row 0)
+      and last (row 1) slab along x, y and z.
+
+    One pass finds the runs of equal values along the fastest memory axis; everything else
+    is closed-form per run (sums of consecutive integers and of their squares).
+
+    >>> r = np.zeros((3, 2, 2), dtype=np.uint8); r[:, 0, 0] = 1; r[2, 1, 1] = 2
+    >>> st = _shape_stats(r, 2, (4.0, 4.0, 40.0))
+    >>> st["moments"][1:].tolist()
+    [[3.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0, 2.0, 1.0]]
+    >>> st["rep"][1:].tolist(), st["chunk_faces"][2].tolist()
+    ([[1, 0, 0], [2, 1, 1]], [[0, 0, 0], [1, 1, 1]])
+    """
+    n_v = k + 1
+    rev = not r.flags.c_contiguous  # memory axes (a, b, c) are (z, y, x)
+    mem = r if r.flags.c_contiguous else r.T
+    if not mem.flags.c_contiguous:
+        mem = np.ascontiguousarray(mem)
+    flat = mem.reshape(-1)
+    nb, nc = mem.shape[1], mem.shape[2]
+    moments = np.zeros((n_v, 9), dtype=np.float64)
+    rep = np.zeros((n_v, 3), dtype=np.int64)
+    faces = np.zeros((n_v, 2, 3), dtype=np.int64)
+    if flat.size == 0 or k == 0:
+        return {"moments": moments, "rep": rep, "chunk_faces": faces}
+    # runs of one value along the fastest axis (c): a run starts at every change of value
+    # and at every line start, and ends where the next one starts
+    first = np.empty(flat.size, dtype=bool)
+    first[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=first[1:])
+    first[::nc] = True
+    i0 = np.flatnonzero(first)
+    ln = np.diff(i0, append=flat.size).astype(np.float64)
+    lab = flat[i0]
+    fg = lab != 0
+    i0, ln, lab = i0[fg], ln[fg], lab[fg].astype(np.intp)
+    line, c0i = np.divmod(i0, nc)
+    ai, bi = np.divmod(line, nb)
+    # closed-form sums per run, in float64 (all integers below 2**53: exact)
+    c0, a, b = c0i.astype(np.float64), ai.astype(np.float64), bi.astype(np.float64)
+    # the run's middle cm: sum c = ln cm, sum c^2 = ln cm^2 + (ln^3 - ln) / 12
+    cm = c0 + (ln - 1) * 0.5
+    sc = ln * cm
+    scc = sc * cm + (ln * ln - 1) * ln / 12
+    sa, sb = a * ln, b * ln
+    if rev:  # x, y, z, xx, yy, zz, xy, xz, yz with (a, b, c) = (z, y, x)
+        per_run = (sc, sb, sa, scc, b * sb, a * sa, b * sc, a * sc, a * sb)
+    else:
+        per_run = (sa, sb, sc, a * sa, b * sb, scc, a * sb, a * sc, b * sc)
+    for j, w in enumerate(per_run):
+        moments[:, j] = np.bincount(lab, weights=w, minlength=n_v)
+    # the voxel nearest to the centroid: the voxel rounded from the centroid when it holds the
+    # value (the nearest voxel of all; ties to the lower coordinate), else the nearest point of
+    # each of the value's runs, then the best run
+    cnt = np.bincount(lab, weights=ln, minlength=n_v)
+    mu = moments[:, :3] / np.maximum(cnt, 1)[:, None]
+    near = np.ceil(mu - 0.5).astype(np.int64)
+    rep[:] = near
+    rest = np.flatnonzero(r[near[:, 0], near[:, 1], near[:, 2]] != np.arange(n_v))
+    rest = rest[rest > 0]
+    if rest.size:
+        todo = np.zeros(n_v, dtype=bool)
+        todo[rest] = True
+        j = np.flatnonzero(todo[lab])
+        lab, ai, bi, a, b, c0, ln = lab[j], ai[j], bi[j], a[j], b[j], c0[j], ln[j]
+        res = np.asarray(resolution, dtype=np.float64)
+        ia, ic = (2, 0) if rev else (0, 2)
+        mc = mu[:, ic][lab]
+        c = np.clip(np.ceil(mc - 0.5), c0, c0 + ln - 1)  # ties: the lower c
+        da = (a - mu[:, ia][lab]) * res[ia]
+        db = (b - mu[:, 1][lab]) * res[1]
+        dc = (c - mc) * res[ic]
+        dx, dz = (dc, da) if rev else (da, dc)
+        d2 = dx * dx + db * db + dz * dz  # summed in x, y, z order whatever the memory order
+        best = np.full(n_v, np.inf)
+        np.minimum.at(best, lab, d2)
+        cand = np.flatnonzero(d2 == best[lab])
+        xyz = np.empty((cand.size, 3), dtype=np.int64)
+        xyz[:, ia], xyz[:, 1], xyz[:, ic] = ai[cand], bi[cand], c[cand]
+        o = np.lexsort((xyz[:, 2], xyz[:, 1], xyz[:, 0], lab[cand]))
+        lc = lab[cand[o]]
+        top = np.ones(o.size, dtype=bool)
+        top[1:] = lc[1:] != lc[:-1]
+        rep[lc[top]] = xyz[o[top]]
+    rep[0] = 0
+    # voxels on the six faces of the block
+    for d in range(3):
+        for side, at in enumerate((0, -1)):
+            sl: list[Any] = [slice(None)] * 3
+            sl[d] = at
+            faces[:, side, d] = np.bincount(r[tuple(sl)].ravel(), minlength=n_v)[:n_v]
+    return {"moments": moments, "rep": rep, "chunk_faces": faces}
 
 
 def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]:
@@ -799,16 +959,17 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
     centroid = (cen + org).astype(np.float32)
     t3 = time.perf_counter()
 
-    # contacts inside the chunk (filtered against edges.parquet by the caller)
-    ra, rb, cnt = _inner_contacts(r, k, has_zero)
+    # contacts inside the chunk (filtered against edges.parquet by the caller), per axis,
+    # and every value's faces towards another value or the background
+    exposed = np.zeros((k + 1, 3), dtype=np.int64)
+    ra, rb, fxyz = _inner_contacts(r, k, has_zero, exposed)
     sa = seg_of[ra]
     sb = seg_of[rb]
     small = np.uint16 if k < 2**16 else np.uint32
-    inner = (
-        (np.minimum(sa, sb) - 1).astype(small),
-        (np.maximum(sa, sb) - 1).astype(small),
-        cnt.astype(np.uint32),
-    )
+    ca, cb = np.minimum(sa, sb) - 1, np.maximum(sa, sb) - 1
+    o = np.lexsort((cb, ca))  # sorted by (lo, hi) segment, as the saved contacts are
+    inner = (ca[o].astype(small), cb[o].astype(small), fxyz[o].sum(axis=1).astype(np.uint32))
+    inner_xyz = fxyz[o].astype(np.int32)
     # boundary slabs (segment numbers) for the contacts across faces
     low: list[np.ndarray | None] = []
     high: list[np.ndarray | None] = []
@@ -820,22 +981,32 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
         high.append(seg_of[r[tuple(last)]] if hi[d] < ctx.size[d] else None)
     t4 = time.perf_counter()
 
-    ctx.out.write(coord, lo, hi, lut[np.ascontiguousarray(r)])
+    # shape statistics per supervoxel (for the L2 features, cavelab.server.morphology)
+    shape = _shape_stats(r, k, ctx.resolution)
+    rep_voxel = (shape["rep"][rvals] + org).astype(np.int32)
     t5 = time.perf_counter()
+
+    ctx.out.write(coord, lo, hi, lut[np.ascontiguousarray(r)])
+    t6 = time.perf_counter()
     return {
         "labels": labels,
         "sizes": sizes,
         "bbox": bbox,
         "centroid": centroid,
         "inner": inner,
+        "inner_xyz": inner_xyz,
         "low": low,
         "high": high,
+        "moments": shape["moments"][rvals],
+        "faces": exposed[rvals].astype(np.int32),
+        "chunk_faces": shape["chunk_faces"][rvals].astype(np.int32),
+        "rep": rep_voxel,
         "voxels": int(r.size),
-        "t": np.array([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]),
+        "t": np.array([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5]),
     }
 
 
-_STAGES = ("read", "relabel", "statistics", "contacts", "write")
+_STAGES = ("read", "relabel", "statistics", "contacts", "shape", "write")
 
 
 class _ChunkRunner:
@@ -1097,6 +1268,7 @@ def build_supervoxel_graph(
     threshold: float | None = None,
     progress: bool = True,
     workers: int = 2,
+    sv_stats: dict[str, np.ndarray] | None = None,
 ) -> tuple[SupervoxelGraph, dict[str, Any]]:
     """Cut the source labels into graphene supervoxels and build their graph.
 
@@ -1119,6 +1291,10 @@ def build_supervoxel_graph(
         Show a tqdm progress bar over the atomic chunks.
     workers : int
         Worker processes for the per-chunk work (1 = in this process).
+    sv_stats : dict, optional
+        Receives the per-supervoxel shape statistics (:data:`SV_STAT_ARRAYS`; rows in
+        supervoxel order), which the L2 features (:mod:`cavelab.server.morphology`) are
+        computed from.
 
     Returns
     -------
@@ -1198,6 +1374,7 @@ def build_supervoxel_graph(
         voxel_offset=tuple(int(v) for v in meta.voxel_offset),  # type: ignore[arg-type]
         n_layers=int(meta.n_layers),
         spatial_bits=int(meta.spatial_bits),
+        resolution=tuple(float(v) for v in meta.resolution),  # type: ignore[arg-type]
     )
     coords = [(x, y, z) for x in range(grid[0]) for y in range(grid[1]) for z in range(grid[2])]
     with _ChunkRunner(ctx, coords, workers) as runner:
@@ -1222,6 +1399,7 @@ def build_supervoxel_graph(
             counts,
             t_start,
             t_inputs,
+            sv_stats,
         )
     report["workers"] = int(workers)
     return graph, report
@@ -1242,6 +1420,7 @@ def _assemble(
     counts: dict[str, int],
     t_start: float,
     t_inputs: float,
+    sv_stats: dict[str, np.ndarray] | None = None,
 ) -> tuple[SupervoxelGraph, dict[str, Any]]:
     """Consume the chunk results in order and build the graph (see build_supervoxel_graph)."""
     layout = meta.layout
@@ -1258,6 +1437,7 @@ def _assemble(
     chunks: list[dict[str, Any]] = []  # per chunk: labels, listed, sizes, bbox, centroid
     pending: dict[tuple[int, int], np.ndarray] = {}  # (chunk, axis) -> its high slab
     ties: list[list[np.ndarray]] = [[], []]  # the face ties again (piece a, piece b)
+    contacts: list[list[np.ndarray]] = [[], [], []]  # all inner contacts: a, b, faces x/y/z
     seg_of: np.ndarray | None = None
     n_voxels = 0
     n_touching = 0
@@ -1274,6 +1454,11 @@ def _assemble(
             res["listed"] = li = _listed_index(edges.labels, res["labels"])
             sa, sb, fc = (v.astype(np.int64) for v in res.pop("inner"))
             n_touching += sa.size
+            inner_xyz = res.pop("inner_xyz")
+            if sv_stats is not None:
+                contacts[0].append(sa + off)
+                contacts[1].append(sb + off)
+                contacts[2].append(inner_xyz)
             la, lb = li[sa], li[sb]
             row = _listed_rows(edges, la, lb)
             keep = row >= 0
@@ -1323,7 +1508,14 @@ def _assemble(
     sv_sizes = np.concatenate([c["sizes"] for c in chunks])
     sv_bbox = np.concatenate([c["bbox"] for c in chunks])
     sv_centroid = np.concatenate([c["centroid"] for c in chunks])
-    del chunks
+    if sv_stats is not None:
+        for name, key in zip(SV_STAT_ARRAYS[:4], ("moments", "faces", "chunk_faces", "rep")):
+            sv_stats[name] = np.concatenate([c[key] for c in chunks])
+        sv_stats["sv_contacts"] = np.stack(
+            [np.concatenate(contacts[0]), np.concatenate(contacts[1])], axis=1
+        )
+        sv_stats["sv_contact_faces"] = np.concatenate(contacts[2]).reshape(-1, 3)
+    del chunks, contacts
     assert n_sv < 2 or bool(np.all(sv_ids[1:] > sv_ids[:-1]))
     u = _sorted_unique(sv_labels)  # the labels of the volume
     n_lab = int(u.size)

@@ -9,7 +9,7 @@ another backend (PostgreSQL) implements the same two classes and passes the same
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,4 +63,5 @@ class ArrayStore(abc.ABC):
     def save(self, arrays: dict[str, np.ndarray]) -> None: ...
 
     @abc.abstractmethod
-    def load(self) -> dict[str, np.ndarray]: ...
+    def load(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """The saved arrays (only ``names`` when given: others may be large and unused)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,12 @@ class NpyArrayStore(ArrayStore):
             np.save(tmp, np.asarray(a))
             tmp.replace(self.dir / f"{name}.npy")
 
-    def load(self) -> dict[str, np.ndarray]:
+    def load(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         if not self.dir.is_dir():
             raise StorageError(f"no graph arrays in {self.dir}; re-run `cavelab ingest`")
-        return {p.name[: -len(".npy")]: np.load(p) for p in sorted(self.dir.glob("*.npy"))}
+        wanted = None if names is None else set(names)
+        return {
+            p.name[: -len(".npy")]: np.load(p)
+            for p in sorted(self.dir.glob("*.npy"))
+            if wanted is None or p.name[: -len(".npy")] in wanted
+        }

@@ -34,7 +34,9 @@ def test_client_constructs_and_every_subclient_initialises(client, server, truth
     info = client.info.get_datastack_info()
     assert info["local_server"] == server.cave  # absolute, no trailing slash
     assert client.info.local_server() == server.cave
-    assert client.info.segmentation_source() == f"graphene://{server.cave}/segmentation/table/{truth.name}"
+    # at "/", the graphene routes are also served at the host's root (CloudVolume needs that)
+    assert client.info.segmentation_source() == f"graphene://{server.url}/segmentation/table/{truth.name}"
+    assert requests.get(f"{server.url}/segmentation/table/{truth.name}/info", headers={"Authorization": f"Bearer {server.token}"}, timeout=30).ok
     assert info["aligned_volume"]["name"] == truth.name and info["aligned_volume"]["id"] == 1
     assert client.info.viewer_resolution().tolist() == truth.resolution.tolist()
     assert info["synapse_table"] == "synapses" and info["soma_table"] == "nuclei"  # CavelabConfig defaults

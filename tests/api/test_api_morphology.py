@@ -1,0 +1,220 @@
+"""L2 cache and skeletons through the unmodified caveclient (and pcg_skel) against a real server.
+
+Truth is computed from the dataset's files: each voxel's supervoxel from ``segmentation.zarr``,
+and each L2 node's supervoxels as the connected component of same-chunk supervoxels over the
+active edges of the test's own networkx ledger (so new L2 nodes made by the test's edits are
+checked too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import networkx as nx
+import numpy as np
+import pytest
+import requests
+import zarr
+from cave_truth import decode_chunks
+from conftest import own_server_fixtures
+
+dataset_dir, server, truth, ledger, client, api, editor = own_server_fixtures("morphology_api")
+
+
+@pytest.fixture(scope="module")
+def volume(dataset_dir) -> np.ndarray:
+    return np.asarray(zarr.open_array(str(dataset_dir / "segmentation.zarr"), mode="r")[:])
+
+
+def l2_sets(ledger, truth, svs: set[int]) -> list[set[int]]:
+    """L2 nodes of a cell: components of its supervoxels within each atomic chunk."""
+    g = ledger.at(None)
+    bits = int(truth.meta["spatial_bits"])
+    sv = np.array(sorted(svs), dtype=np.uint64)
+    chunk = [tuple(c) for c in decode_chunks(sv, bits).tolist()]
+    by_chunk: dict[tuple, list[int]] = {}
+    for s, c in zip(sv.tolist(), chunk):
+        by_chunk.setdefault(c, []).append(s)
+    out = []
+    for members in by_chunk.values():
+        out += [set(c) for c in nx.connected_components(g.subgraph(members))]
+    return out
+
+
+def voxels_of(volume: np.ndarray, svs: set[int]) -> np.ndarray:
+    return np.argwhere(np.isin(volume, np.array(sorted(svs), dtype=np.uint64)))
+
+
+def a_cell(truth, ledger, min_svs: int = 30) -> int:
+    for comp in sorted(ledger.components(), key=len, reverse=True):
+        if len(comp) >= min_svs:
+            return min(comp)
+    raise AssertionError("no cell big enough")
+
+
+def check_l2_features(client, volume, truth, l2_ids, sets) -> None:
+    """size_nm3 exact; rep_coord_nm inside the node; features present with CAVE's shapes."""
+    res = np.asarray(truth.resolution, dtype=float)
+    data = client.l2cache.get_l2data([int(x) for x in l2_ids])
+    for l2, members in zip(l2_ids, sets):
+        d = data[str(int(l2))]
+        vox = voxels_of(volume, members)
+        assert d["size_nm3"] == pytest.approx(len(vox) * float(np.prod(res)))
+        rep = np.floor(np.asarray(d["rep_coord_nm"]) / res).astype(int)
+        assert int(volume[tuple(rep)]) in members, "rep_coord_nm lies inside the L2 node"
+        if d["size_nm3"] >= 1e7:  # CAVE computes no PCA below 0.01 µm³
+            assert np.asarray(d["pca"]).shape == (3, 3) and len(d["pca_val"]) == 3
+        else:
+            assert "pca" not in d and "pca_val" not in d
+        assert np.asarray(d["chunk_intersect_count"]).shape == (2, 3)
+        assert d["area_nm2"] > 0 and d["max_dt_nm"] > 0 and d["mean_dt_nm"] > 0
+
+
+def test_l2cache_has_cache_and_metadata(client) -> None:
+    assert client.l2cache.has_cache()
+    attrs = set(client.l2cache.attributes)
+    assert {"size_nm3", "area_nm2", "rep_coord_nm", "pca", "pca_val", "max_dt_nm", "mean_dt_nm", "chunk_intersect_count"} <= attrs
+
+
+def test_l2_features_match_the_voxels(client, truth, ledger, volume) -> None:
+    sv = a_cell(truth, ledger)
+    root = int(client.chunkedgraph.get_root_id(sv))
+    l2_ids = np.asarray(client.chunkedgraph.get_leaves(root, stop_layer=2), dtype=np.uint64)
+    # match each served L2 node with a truth set through one of its supervoxels
+    sets = l2_sets(ledger, truth, ledger.component_of(sv))
+    by_sv = {s: k for k, members in enumerate(sets) for s in members}
+    ordered = []
+    for l2 in l2_ids.tolist():
+        leaves = set(int(x) for x in client.chunkedgraph.get_leaves(l2))
+        k = by_sv[next(iter(leaves))]
+        assert leaves == sets[k]
+        ordered.append(sets[k])
+    assert len(ordered) == len(sets)
+    check_l2_features(client, volume, truth, l2_ids, ordered)
+    table = client.l2cache.get_l2data_table([int(x) for x in l2_ids[:5]])
+    assert {"rep_coord_nm_x", "pca_val_0", "size_nm3"} <= set(table.columns)
+
+
+def test_new_l2_nodes_after_edits_have_features_at_once(client, truth, ledger, editor, volume) -> None:
+    """A merge inside a chunk and a split make new L2 nodes; their features are there right after."""
+    g = ledger.at(None)
+    # an inactive in-chunk edge between two different cells: merging it makes a new L2 node
+    bits = int(truth.meta["spatial_bits"])
+    pick = None
+    for a, b in truth.edges.tolist():
+        if g.has_edge(a, b) or ledger.component_of(a) == ledger.component_of(b):
+            continue
+        ca, cb = decode_chunks(np.array([a, b], dtype=np.uint64), bits).tolist()
+        if ca == cb:
+            pick = (a, b)
+            break
+    assert pick is not None
+    a, b = pick
+    op, new_roots = editor.merge(a, b)
+    t0 = time.monotonic()
+    l2_ids = np.asarray(client.chunkedgraph.get_leaves(new_roots[0], stop_layer=2), dtype=np.uint64)
+    sets = l2_sets(ledger, truth, ledger.component_of(a))
+    by_sv = {s: k for k, members in enumerate(sets) for s in members}
+    new_l2 = int(client.chunkedgraph.get_roots([a], stop_layer=2)[0])
+    assert new_l2 in l2_ids.tolist()
+    check_l2_features(client, volume, truth, [new_l2], [sets[by_sv[a]]])
+    assert time.monotonic() - t0 < 5.0  # answered on request (computed on the spot if needed)
+
+
+def test_skeleton_dict_and_swc(client, truth, ledger) -> None:
+    sv = a_cell(truth, ledger)
+    root = int(client.chunkedgraph.get_root_id(sv))
+    sk = client.skeleton.get_skeleton(root, output_format="dict")
+    l2 = set(int(x) for x in client.chunkedgraph.get_leaves(root, stop_layer=2))
+    assert set(int(x) for x in sk["lvl2_ids"]) == l2
+    assert len(sk["mesh_to_skel_map"]) == len(l2)
+    v = np.asarray(sk["vertices"])
+    e = np.asarray(sk["edges"])
+    tree = nx.Graph()
+    tree.add_nodes_from(range(len(v)))
+    tree.add_edges_from(e.tolist())
+    assert nx.is_tree(tree), "the skeleton is one tree"
+    assert set(np.asarray(sk["mesh_to_skel_map"]).tolist()) <= set(range(len(v)))
+    swc = client.skeleton.get_skeleton(root, output_format="swc")
+    assert len(swc) == len(v)
+    assert (swc["parent"] == -1).sum() == 1
+
+
+def test_skeleton_changes_right_after_an_edit(client, truth, ledger, editor) -> None:
+    sv = a_cell(truth, ledger)
+    root = int(client.chunkedgraph.get_root_id(sv))
+    before = client.skeleton.get_skeleton(root, output_format="dict")
+    comp = ledger.component_of(sv)
+    a, b = next((x, y) if x in comp else (y, x) for x, y in truth.edges.tolist() if (x in comp) != (y in comp))
+    _, new_roots = editor.merge(a, b)
+    after = client.skeleton.get_skeleton(new_roots[0], output_format="dict")
+    merged = l2_sets(ledger, truth, ledger.component_of(a))
+    assert len(after["lvl2_ids"]) == len(merged) == len(after["mesh_to_skel_map"])
+    assert set(after["lvl2_ids"]) != set(before["lvl2_ids"])
+    assert len(after["lvl2_ids"]) >= len(before["lvl2_ids"])  # the other cell joined (minus in-chunk fusions)
+
+
+def test_pcg_skel_runs_against_the_server(client, truth, ledger, volume) -> None:
+    pcg_skel = pytest.importorskip("pcg_skel")
+    sv = a_cell(truth, ledger)
+    root = int(client.chunkedgraph.get_root_id(sv))
+    sk = pcg_skel.pcg_skeleton(root, client)
+    ours = client.skeleton.get_skeleton(root, output_format="dict")
+    assert len(sk.vertices) == len(ours["vertices"])
+    # pcg_meshwork with synapses from the datastack's synapse table
+    res = [float(x) for x in truth.resolution]
+    if "synapses" not in client.annotation.get_tables():
+        client.annotation.create_table("synapses", "synapse", "synapses for pcg_skel", voxel_resolution=res)
+    mine = voxels_of(volume, ledger.component_of(sv))[:6]
+    others = np.argwhere((volume > 0) & ~np.isin(volume, np.array(sorted(ledger.component_of(sv)), dtype=np.uint64)))[:6]
+    recs = [
+        {"pre_pt": {"position": p.tolist()}, "post_pt": {"position": q.tolist()}, "ctr_pt": {"position": p.tolist()}, "size": 1}
+        for p, q in zip(mine, others)
+    ]
+    client.annotation.post_annotation("synapses", recs)
+    nrn = pcg_skel.pcg_meshwork(root, client=client, synapses="all", timestamp=dt.datetime.now(dt.timezone.utc))
+    assert len(nrn.anno.pre_syn.df) == len(recs)
+    assert len(nrn.skeleton.vertices) == len(ours["vertices"])
+
+
+def test_bad_morphology_requests(api, truth, client) -> None:
+    sv = int(truth.sv_ids[0])
+    base = api.server.cave
+    S = f"{base}/skeletoncache/api/v1/{truth.name}"
+    r = api.get(f"{S}/async/get_skeleton/4/{sv}/flatdict")
+    assert r.status_code == 400 and "not a root" in r.json()["message"]
+    r = api.get(f"{S}/async/get_skeleton/4/12345x/flatdict")
+    assert r.status_code == 400
+    root = int(client.chunkedgraph.get_root_id(sv))
+    r = api.get(f"{S}/async/get_skeleton/9/{root}/flatdict")
+    assert r.status_code == 400 and "version" in r.json()["message"]
+    r = api.get(f"{S}/async/get_skeleton/4/{root}/xml")
+    assert r.status_code == 400 and "format" in r.json()["message"]
+    A = f"{base}/l2cache/api/v1/table/{truth.name}/attributes"
+    r = api.post(A, params={"attribute_names": "size_nm3,colour"}, json={"l2_ids": [1]})
+    assert r.status_code == 400 and "colour" in r.json()["message"]
+    r = api.post(A, json={"l2_ids": list(range(300_000))})
+    assert r.status_code == 400 and "limit" in r.json()["message"]
+    out = api.post(A, json={"l2_ids": [sv, root]}).json()
+    assert out == {str(sv): {}, str(root): {}}  # not L2 IDs: no data, as CAVE answers
+    r = requests.post(f"{S}/bulk/get_cached_skeletons/4/flatdict", json={"root_ids": [sv]}, headers=api.s.headers, timeout=30)
+    assert r.status_code == 200 and r.json() == {str(sv): "invalid_rid"}
+    assert api.status()["ready"]
+
+
+def test_summary_of_many_roots(api, truth, ledger, client, volume) -> None:
+    """Volume (exact), bounding box and cable length of several roots in one call."""
+    comps = sorted(ledger.components(), key=len, reverse=True)[:3]
+    roots = [int(client.chunkedgraph.get_root_id(min(c))) for c in comps]
+    r = api.post(f"{api.server.cave}/api/morphology/{truth.name}/summary", json={"root_ids": roots})
+    assert r.status_code == 200, r.text
+    res = np.asarray(truth.resolution, dtype=float)
+    for c, s in zip(comps, r.json()):
+        vox = voxels_of(volume, c)
+        assert s["volume_nm3"] == pytest.approx(len(vox) * float(np.prod(res)))
+        assert s["bbox_nm"][0] == pytest.approx((vox.min(axis=0) * res).tolist())
+        assert s["bbox_nm"][1] == pytest.approx(((vox.max(axis=0) + 1) * res).tolist())
+        assert s["cable_length_nm"] > 0 and s["area_nm2"] > 0
+    bad = api.post(f"{api.server.cave}/api/morphology/{truth.name}/summary", json={"root_ids": [int(truth.sv_ids[0])]})
+    assert bad.status_code == 400 and "not root" in bad.json()["message"]
