@@ -91,6 +91,9 @@ class EngineHost:
                 max_merge_chunk_distance=distance,
             )
             self.annotations_engine = self._open_annotations(cg)
+            from cavelab.server.morphology.service import open_service
+
+            self._morphology = open_service(cg)  # from now on, every edit's new L2 nodes get features
         except Exception as e:
             log.error("cavelab: cannot open dataset %s: %s", self.settings.dataset_dir, e)
             raise

@@ -82,6 +82,11 @@ class MorphologyService:
             except Exception:  # a failed prefetch is retried on demand
                 log.exception("cavelab: L2 features of %d new nodes failed", ids.size)
 
+    def cached(self, ids: Sequence[int]) -> list[bool]:
+        """Whether each L2 ID's features are already computed (without computing them)."""
+        with self._lock:
+            return [int(i) in self._store for i in ids]
+
     def pending(self) -> int:
         """L2 batches queued for feature computation (0 once every edit's nodes are done)."""
         return self._queue.qsize()

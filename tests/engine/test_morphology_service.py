@@ -1,0 +1,61 @@
+"""The morphology service on a real tiny dataset: new L2 nodes get their features within a second
+of the edit being acknowledged, without anyone asking; skeletons follow edits at once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cavelab.server.engine.graph import ChunkedGraph
+from cavelab.server.ingest.pipeline import ingest
+from cavelab.server.morphology.l2features import L2Features, cave_record
+from cavelab.server.morphology.service import open_service
+from cavelab.server.synth import generate
+
+
+@pytest.fixture()
+def graph(tmp_path: Path) -> ChunkedGraph:
+    generate(tmp_path / "src", preset="tiny", seed=5, progress=False)
+    ingest(tmp_path / "src", tmp_path / "ds", progress=False, workers=1)
+    cg = ChunkedGraph.open(tmp_path / "ds")
+    yield cg
+    cg.close()
+
+
+def _in_chunk_merge(cg: ChunkedGraph) -> tuple[int, int]:
+    """Two supervoxels of different cells in one atomic chunk joined by an inactive edge."""
+    st = cg.state
+    e = np.flatnonzero(~st.e_active.a)
+    a, b = st.e_sv.a[e].T
+    same_chunk = np.all(st.sv_chunk[a] == st.sv_chunk[b], axis=1)
+    roots = cg.get_roots(st.sv_ids)
+    for k in np.flatnonzero(same_chunk):
+        if roots[a[k]] != roots[b[k]]:
+            return int(st.sv_ids[a[k]]), int(st.sv_ids[b[k]])
+    raise AssertionError("no in-chunk merge candidate")
+
+
+def test_new_l2_features_arrive_within_a_second(graph: ChunkedGraph) -> None:
+    svc = open_service(graph)
+    a, b = _in_chunk_merge(graph)
+    root_before = graph.get_root(a)
+    sk_before = svc.skeleton(root_before)
+    res = graph.merge([[a], [b]], user="test")
+    acked = time.monotonic()
+    new_l2 = int(graph.get_roots([a], stop_layer=2)[0])
+    assert new_l2 == int(graph.get_roots([b], stop_layer=2)[0])  # one new L2 node
+    while not svc.cached([new_l2])[0] and time.monotonic() - acked < 1.0:
+        time.sleep(0.005)
+    assert svc.cached([new_l2])[0], "features of the new L2 node within 1 s of the acknowledgement"
+    # they equal a fresh computation from the voxels and statistics
+    fresh = L2Features.open(graph).features(np.array([new_l2], dtype=np.uint64))
+    assert svc.l2_data(np.array([new_l2], dtype=np.uint64))[new_l2] == cave_record(fresh, 0)
+    # the new root's skeleton spans the merged cell's L2 nodes
+    sk = svc.skeleton(res.new_root_ids[0])
+    l2 = graph.get_leaves(res.new_root_ids[0], stop_layer=2)
+    assert sorted(sk.node_ids.tolist()) == sorted(l2.tolist())
+    assert new_l2 in sk.node_ids.tolist() and new_l2 not in sk_before.node_ids.tolist()
+    svc.close()
