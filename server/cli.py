@@ -40,6 +40,7 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
         overwrite=a.overwrite,
         progress=not a.quiet,
         workers=a.workers,
+        l2_features=a.l2_features,
     )
     keep = ("n_supervoxels", "n_edges", "n_nodes", "n_roots", "n_layers", "total_seconds", "supervoxels_per_second", "warnings")
     print(json.dumps({k: report.get(k) for k in keep if k in report}, indent=2, default=str))
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--workers", type=int, default=2)
     i.add_argument("--overwrite", action="store_true")
     i.add_argument("--quiet", action="store_true")
+    i.add_argument(
+        "--l2-features",
+        choices=("none", "stats", "all"),
+        default="none",
+        help="L2-cache features computed now: all (incl. distance transforms, a second read of every "
+        "chunk), stats (no voxel reads), none (default: computed on first request)",
+    )
     i.set_defaults(func=_cmd_ingest)
 
     for name, fn, helptext in (

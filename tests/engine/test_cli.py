@@ -74,3 +74,27 @@ def test_failed_overwrite_keeps_the_old_dataset_and_leaves_nothing_behind(tmp_pa
     with pytest.raises(IngestError):
         ingest(bad, tmp_path / "new", progress=False, workers=1)
     assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+
+
+def test_ingest_can_compute_l2_features(tmp_path) -> None:
+    """``cavelab ingest --l2-features all`` saves every L2 node's features, equal to on-demand ones."""
+    import numpy as np
+
+    from cavelab.server.cli import main
+    from cavelab.server.engine.graph import ChunkedGraph
+    from cavelab.server.morphology.l2features import ATTRIBUTES, L2Features
+    from cavelab.server.synth import generate
+
+    generate(tmp_path / "src", preset="tiny", seed=2, progress=False)
+    assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "ds"), "--quiet", "--workers", "1", "--l2-features", "all"]) == 0
+    cg = ChunkedGraph.open(tmp_path / "ds")
+    saved = L2Features.open(cg)
+    assert saved.complete
+    l2 = cg.get_leaves(int(cg.get_roots(cg.state.sv_ids[:1])[0]), stop_layer=2)
+    got = saved.features(l2)
+    fresh = L2Features(cg.meta, cg.state, None)  # no saved arrays: nothing to read from disk
+    fresh.stats, fresh.segmentation = saved.stats, saved.segmentation
+    again = fresh.features(l2)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(np.asarray(got[name], float), np.asarray(again[name], float), rtol=1e-5, atol=1e-3, err_msg=name)
+    cg.close()
