@@ -250,12 +250,13 @@ class CavelabHandler(APIHandler):
         self.finish(dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if log_level_for(value) >= logging.ERROR:
+        level = log_level_for(value)
+        if level >= logging.ERROR:
             super().log_exception(typ, value, tb)
             return
         status, body = error_response(value)
-        self.log.info(
-            "cavelab %s %s -> %s: %s", self.request.method, self.request.path, status, body["message"]
+        self.log.log(
+            level, "cavelab %s %s -> %s: %s", self.request.method, self.request.path, status, body["message"]
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tornado.web import HTTPError
 
-from cavelab.server.errors import CavelabError
+from cavelab.server.errors import CavelabError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,15 @@ def error_response(exc: BaseException | None, status: int = 500) -> tuple[int, d
 
 
 def log_level_for(exc: BaseException | None) -> int:
-    """Expected client errors are logged quietly; server errors with a traceback."""
+    """Expected client errors are logged quietly; server errors with a traceback.
+
+    A dataset that could not be opened is logged once where it failed; each request that meets
+    it again is a warning without a traceback.
+    """
     if isinstance(exc, CavelabError) and exc.status < 500:
         return logging.INFO
+    if isinstance(exc, EngineUnavailableError):
+        return logging.WARNING
     if isinstance(exc, HTTPError) and exc.status_code < 500:
         return logging.INFO
     return logging.ERROR

@@ -128,7 +128,10 @@ class OperationDetailsHandler(CavelabHandler):
     @authenticated
     async def get(self, table: str) -> None:
         cg = await self.graph(table)
-        ops = params.parse_id_list_text(self.arg("operation_ids"), "operation_ids")
+        values = self.get_query_arguments("operation_ids")  # repeated parameters add up
+        if not values:
+            raise InputError("give operation_ids=[1, 2] (or repeat operation_ids=1&operation_ids=2)")
+        ops = [op for v in values for op in params.parse_id_list_text(v, "operation_ids")]
         self.write_json(await self.call(cg.history().operation_details, ops))
 
 

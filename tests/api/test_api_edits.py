@@ -284,3 +284,12 @@ def test_user_operations(story: Story, cg):
 
 def test_status_counts_operations(story: Story, api):
     assert api.status()["n_operations"] >= 4
+
+
+def test_operation_details_with_repeated_parameters(api, cg) -> None:
+    """``operation_ids`` given twice adds up (caveclient sends one JSON list; both forms work)."""
+    one = api.get("operation_details", params={"operation_ids": "[1, 2]"})
+    two = api.get("operation_details", params=[("operation_ids", "[1]"), ("operation_ids", "2")])
+    assert one.status_code == two.status_code == 200
+    assert one.json() == two.json() and set(one.json()) == {"1", "2"}
+    assert api.get("operation_details").status_code == 400
