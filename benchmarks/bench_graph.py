@@ -347,6 +347,11 @@ def render(res: dict) -> str:
         from bench_annotations import render_section
 
         out += [render_section(json.loads(ann.read_text())).rstrip(), ""]
+    morph = RESULTS / f"morphology_{res['preset']}.json"  # written by bench_morphology.py
+    if morph.exists():
+        from bench_morphology import render_section as render_morphology
+
+        out += [render_morphology(json.loads(morph.read_text())).rstrip(), ""]
     return "\n".join(out)
 
 
