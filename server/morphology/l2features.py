@@ -874,15 +874,18 @@ class L2Features:
             **_empty_shape_features(n),
         }
         offset = np.asarray(self.meta.voxel_offset, dtype=np.int64)
-        for j, node in enumerate(nodes.tolist()):
-            svs = self.state.children(node)
-            ids = self.state.sv_ids[svs]
-            lo, hi = _chunk_box(self.meta, self.meta.layout.chunk_coords(ids[:1])[0])
+        kids = [self.state.children(int(node)) for node in nodes.tolist()]
+        ids = [self.state.sv_ids[k] for k in kids]
+        chunks = np.stack([self.meta.layout.chunk_coords(i[:1])[0] for i in ids]).astype(np.int64)
+        key = (chunks[:, 0] * (1 << 21) + chunks[:, 1]) * (1 << 21) + chunks[:, 2]
+        for k in np.unique(key):  # one read and one distance transform per chunk
+            sel = np.flatnonzero(key == k)
+            lo, hi = _chunk_box(self.meta, chunks[sel[0]])
             block = self.segmentation.read_box(lo + offset, hi + offset)
-            f = dt_features_from_voxels(
-                block, lo + offset, (ids, np.zeros(ids.size, np.int64)), res, all_features=True
-            )
-            for k in out:
+            sv = np.concatenate([ids[j] for j in sel])
+            group = np.repeat(sel, [ids[j].size for j in sel])
+            f = dt_features_from_voxels(block, lo + offset, (sv, group), res, all_features=True)
+            for name in out:
                 if f["l2"].size:
-                    out[k][j] = f[k][0]
+                    out[name][f["l2"]] = f[name]
         return out

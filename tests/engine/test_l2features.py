@@ -307,3 +307,23 @@ def test_ingest_reports_and_modes(ds, tmp_path):
         cg.close()
     with pytest.raises(Exception, match="l2_features"):
         ingest(src, tmp_path / "x", workers=1, progress=False, l2_features="some")
+
+
+def test_voxels_only_path_equals_the_statistics_path(tmp_path) -> None:
+    """Without supervoxel statistics, all nodes (several per chunk, read once) get the same features."""
+    from cavelab.server.engine.graph import ChunkedGraph
+    from cavelab.server.ingest.pipeline import ingest as run_ingest
+    from cavelab.server.morphology.l2features import ATTRIBUTES, L2Features
+    from cavelab.server.synth import generate as run_generate
+
+    run_generate(tmp_path / "src", preset="tiny", seed=9, progress=False)
+    run_ingest(tmp_path / "src", tmp_path / "ds", progress=False, workers=1)
+    cg = ChunkedGraph.open(tmp_path / "ds")
+    with_stats = L2Features.open(cg)
+    voxels_only = L2Features.open(cg)
+    voxels_only.stats = None  # what a dataset ingested before the statistics existed has
+    l2 = np.unique(cg.get_roots(cg.state.sv_ids, stop_layer=2))
+    a, b = with_stats.features(l2), voxels_only.features(l2)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(np.asarray(a[name], float), np.asarray(b[name], float), rtol=1e-4, atol=1e-3, err_msg=name)
+    cg.close()
