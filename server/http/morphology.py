@@ -56,13 +56,9 @@ class AttributesHandler(MorphologyHandler):
             raise InputError(f"{ids.size} L2 IDs in one request; the limit is {MAX_L2_IDS}")
         names_arg = self.arg("attribute_names")
         names = [n for n in names_arg.split(",") if n] if names_arg else None
-        as_str = self.int64_as_str
-        body = await self.call(lambda: dumps(_l2_answer(svc.l2_data(ids, names), as_str)))
+        # keys are the IDs as strings (also with int64_as_str): caveclient indexes by str(id)
+        body = await self.call(lambda: dumps({str(k): v for k, v in svc.l2_data(ids, names).items()}))
         self.finish(body)
-
-
-def _l2_answer(data: dict[int, dict[str, Any]], as_str: bool) -> dict[str, Any]:
-    return {str(k): v for k, v in data.items()}
 
 
 class SkeletonHandler(MorphologyHandler):
