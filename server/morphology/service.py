@@ -53,6 +53,7 @@ class MorphologyService:
         self.attributes = attributes
         self._record = record or _plain_record
         self._store: dict[int, dict[str, Any]] = {}
+        self._inflight: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._skeletons: OrderedDict[int, Skeleton] = OrderedDict()
         self._skeleton_cache = skeleton_cache
@@ -92,15 +93,38 @@ class MorphologyService:
         return self._queue.qsize()
 
     def _ensure(self, ids: np.ndarray) -> None:
+        """Compute the features of the IDs not stored yet; IDs another thread is computing are
+        waited for, not computed twice (the edit worker and requests often ask for the same)."""
+        mine: list[int] = []
+        theirs: list[threading.Event] = []
         with self._lock:
-            missing = np.array([i for i in ids.tolist() if i not in self._store], dtype=np.uint64)
-        if not missing.size:
-            return
-        feats = self._features_fn(missing)
-        rows = [self._record(feats, i) for i in range(missing.size)]
+            for i in ids.tolist():
+                if i in self._store:
+                    continue
+                ev = self._inflight.get(i)
+                if ev is None:
+                    self._inflight[i] = threading.Event()
+                    mine.append(i)
+                else:
+                    theirs.append(ev)
+        try:
+            if mine:
+                todo = np.asarray(mine, dtype=np.uint64)
+                feats = self._features_fn(todo)
+                rows = [self._record(feats, k) for k in range(todo.size)]
+                with self._lock:
+                    for i, row in zip(mine, rows):
+                        self._store[i] = row
+        finally:
+            with self._lock:
+                for i in mine:
+                    self._inflight.pop(i).set()
+        for ev in theirs:
+            ev.wait()
         with self._lock:
-            for i, row in zip(missing.tolist(), rows):
-                self._store[i] = row
+            left = [i for i in ids.tolist() if i not in self._store]
+        if left:  # another thread failed on them: compute here (raises if it fails again)
+            self._ensure(np.asarray(left, dtype=np.uint64))
 
     def l2_data(self, ids: np.ndarray, names: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
         """``{l2 id: {attribute: value}}``; IDs that are not L2 nodes of this graph map to ``{}``."""

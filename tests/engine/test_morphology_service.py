@@ -59,3 +59,32 @@ def test_new_l2_features_arrive_within_a_second(graph: ChunkedGraph) -> None:
     assert sorted(sk.node_ids.tolist()) == sorted(l2.tolist())
     assert new_l2 in sk.node_ids.tolist() and new_l2 not in sk_before.node_ids.tolist()
     svc.close()
+
+
+def test_concurrent_requests_compute_each_l2_node_once(graph: ChunkedGraph) -> None:
+    """Requests (and the edit worker) asking for the same L2 nodes at once share one computation."""
+    import threading
+
+    from cavelab.server.morphology.l2features import ATTRIBUTES
+    from cavelab.server.morphology.service import MorphologyService
+
+    real = L2Features.open(graph)
+    computed: list[int] = []
+
+    def counting(ids: np.ndarray) -> dict[str, np.ndarray]:
+        computed.extend(int(i) for i in ids)
+        time.sleep(0.05)  # a slow chunk read: the other threads arrive meanwhile
+        return real.features(ids)
+
+    svc = MorphologyService(graph, counting, ATTRIBUTES, record=cave_record)
+    l2 = np.unique(graph.get_roots(graph.state.sv_ids[:200], stop_layer=2))
+    answers: list[dict] = []
+    threads = [threading.Thread(target=lambda: answers.append(svc.l2_data(l2))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(computed) == sorted(int(i) for i in l2), "each node computed exactly once"
+    assert len(answers) == 4 and all(a == answers[0] for a in answers)
+    assert all(answers[0][int(i)] for i in l2)
+    svc.close()
