@@ -724,14 +724,19 @@ def main() -> None:
         rewrite_markdown(a.preset)
         return
     logging.getLogger().setLevel(logging.ERROR)  # live_live_query logs a deprecation warning per call
-    res = run(a)
+    save_results("annotations", a.preset, run(a), render_section, markdown=not a.no_markdown)
+
+
+def save_results(kind: str, preset: str, res: dict[str, Any], render: Any, *, markdown: bool) -> Path:
+    """Write ``results/<kind>_<preset>.json``, print its section and re-render BENCHMARKS.md."""
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"annotations_{a.preset}.json"
+    path = RESULTS / f"{kind}_{preset}.json"
     path.write_text(json.dumps(res, indent=2, default=str))
-    print(render_section(res))
+    print(render(res))
     print(f"results: {path}")
-    if not a.no_markdown:
-        rewrite_markdown(a.preset)
+    if markdown:
+        rewrite_markdown(preset)
+    return path
 
 
 if __name__ == "__main__":

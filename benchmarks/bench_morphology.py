@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import shutil
@@ -43,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_annotations import dir_bytes, rewrite_markdown, rss_gib, running_server, work_copy
-from bench_graph import RESULTS, fmt, timed
+from bench_annotations import dir_bytes, rss_gib, running_server, save_results, work_copy
+from bench_graph import fmt, timed
 from bench_graph import pct as _pct
 
 HERE = Path(__file__).resolve().parent
@@ -491,14 +490,7 @@ def main() -> None:
     ap.add_argument("--no-markdown", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work copy")
     a = ap.parse_args()
-    res = run(a)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"morphology_{a.preset}.json"
-    path.write_text(json.dumps(res, indent=2, default=str))
-    print(render_section(res))
-    print(f"results: {path}")
-    if not a.no_markdown:
-        rewrite_markdown(a.preset)
+    save_results("morphology", a.preset, run(a), render_section, markdown=not a.no_markdown)
 
 
 if __name__ == "__main__":

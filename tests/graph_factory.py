@@ -6,6 +6,7 @@ The truth in engine tests comes from networkx over the same edge list, never fro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from cavelab.server.engine.meta import DatasetMeta
 from cavelab.server.engine.timestamps import now_ms
 from cavelab.server.ingest.pipeline import write_dataset
 from cavelab.server.ingest.types import SupervoxelGraph
+
+if TYPE_CHECKING:
+    from cavelab.server.engine.graph import ChunkedGraph
 
 
 def random_graph(
@@ -72,3 +76,19 @@ def random_graph(
     )
     write_dataset(dataset_dir, meta, g)
     return meta, g
+
+
+def in_chunk_merge(cg: ChunkedGraph) -> tuple[int, int]:
+    """Two supervoxels of different cells in one atomic chunk joined by an inactive edge.
+
+    Merging them makes a new level-2 node (tests of L2 features and meshes after edits).
+    """
+    st = cg.state
+    e = np.flatnonzero(~st.e_active.a)
+    a, b = st.e_sv.a[e].T
+    same_chunk = np.all(st.sv_chunk[a] == st.sv_chunk[b], axis=1)
+    roots = cg.get_roots(st.sv_ids)
+    for k in np.flatnonzero(same_chunk):
+        if roots[a[k]] != roots[b[k]]:
+            return int(st.sv_ids[a[k]]), int(st.sv_ids[b[k]])
+    raise AssertionError("no in-chunk merge candidate")

@@ -13,6 +13,8 @@ from cavelab.server.ingest.pipeline import ingest
 from cavelab.server.morphology.meshes import Mesh, l2_meshes, root_mesh
 from cavelab.server.synth import generate
 
+from graph_factory import in_chunk_merge
+
 pytest.importorskip("zmesh")
 pytest.importorskip("trimesh")
 
@@ -217,19 +219,6 @@ def test_precomputed_round_trip(graph: ChunkedGraph, dataset: Path) -> None:
     assert t.vertices.shape == cat.vertices.shape and t.faces.shape == cat.faces.shape
 
 
-def _in_chunk_merge(cg: ChunkedGraph) -> tuple[int, int]:
-    """Two supervoxels of different cells in one atomic chunk joined by an inactive edge."""
-    st = cg.state
-    e = np.flatnonzero(~st.e_active.a)
-    a, b = st.e_sv.a[e].T
-    same_chunk = np.all(st.sv_chunk[a] == st.sv_chunk[b], axis=1)
-    roots = cg.get_roots(st.sv_ids)
-    for k in np.flatnonzero(same_chunk):
-        if roots[a[k]] != roots[b[k]]:
-            return int(st.sv_ids[a[k]]), int(st.sv_ids[b[k]])
-    raise AssertionError("no in-chunk merge candidate")
-
-
 def test_mesh_after_merge_covers_both(tmp_path: Path, dataset: Path) -> None:
     import shutil
 
@@ -238,7 +227,7 @@ def test_mesh_after_merge_covers_both(tmp_path: Path, dataset: Path) -> None:
     shutil.copytree(dataset, tmp_path / "ds")
     cg = ChunkedGraph.open(tmp_path / "ds")
     try:
-        a, b = _in_chunk_merge(cg)
+        a, b = in_chunk_merge(cg)
         old = [int(x) for x in cg.get_roots([a, b], stop_layer=2)]
         cg.merge([[a], [b]], user="test")
         new_l2 = int(cg.get_roots([a], stop_layer=2)[0])

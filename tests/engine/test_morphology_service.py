@@ -15,6 +15,8 @@ from cavelab.server.morphology.l2features import L2Features, cave_record
 from cavelab.server.morphology.service import open_service
 from cavelab.server.synth import generate
 
+from graph_factory import in_chunk_merge
+
 
 @pytest.fixture()
 def graph(tmp_path: Path) -> ChunkedGraph:
@@ -25,22 +27,9 @@ def graph(tmp_path: Path) -> ChunkedGraph:
     cg.close()
 
 
-def _in_chunk_merge(cg: ChunkedGraph) -> tuple[int, int]:
-    """Two supervoxels of different cells in one atomic chunk joined by an inactive edge."""
-    st = cg.state
-    e = np.flatnonzero(~st.e_active.a)
-    a, b = st.e_sv.a[e].T
-    same_chunk = np.all(st.sv_chunk[a] == st.sv_chunk[b], axis=1)
-    roots = cg.get_roots(st.sv_ids)
-    for k in np.flatnonzero(same_chunk):
-        if roots[a[k]] != roots[b[k]]:
-            return int(st.sv_ids[a[k]]), int(st.sv_ids[b[k]])
-    raise AssertionError("no in-chunk merge candidate")
-
-
 def test_new_l2_features_arrive_within_a_second(graph: ChunkedGraph) -> None:
     svc = open_service(graph)
-    a, b = _in_chunk_merge(graph)
+    a, b = in_chunk_merge(graph)
     root_before = graph.get_root(a)
     sk_before = svc.skeleton(root_before)
     res = graph.merge([[a], [b]], user="test")
