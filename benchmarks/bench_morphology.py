@@ -225,6 +225,19 @@ def bench_http(srv: Any, sets: dict[str, list[int]], n_pcg: int) -> dict[str, An
     return out
 
 
+def wait_warm(srv: Any, limit_s: float = 600) -> float:
+    """Seconds until the server's L2-feature worker has done its start-up work (status route)."""
+    import requests
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        st = requests.get(f"{srv.url}/api/status", headers=srv.headers, timeout=5).json()
+        if st.get("l2_features_warm"):
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
 def bench_refresh(srv: Any, merges: list[dict[str, Any]], res: tuple[float, ...], prewarm: bool) -> dict[str, Any]:
     """Merges through caveclient; ms from acknowledgement to the new L2 features / new skeleton.
 
@@ -433,6 +446,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 res["missing"].append(f"HTTP figures failed: {type(e).__name__}: {e}")
                 res["http_error"] = traceback.format_exc()
                 print(res["http_error"], flush=True)
+            res["l2_worker_warm_s"] = wait_warm(srv)
             try:
                 res["refresh"] = bench_refresh(srv, merges[: a.merges], resolution, prewarm=True)
                 print(f"  refresh (pre-warmed): {res['refresh']}", flush=True)
@@ -485,8 +499,8 @@ def main() -> None:
     ap.add_argument("--pcg", type=int, default=20, help="pcg_skel calls on warm neurons")
     ap.add_argument("--pcg-cold", type=int, default=10, help="pcg_skel calls on cold neurons")
     ap.add_argument("--big", type=int, default=10, help="big neurons (>= p99 of L2 counts) in process and again over HTTP")
-    ap.add_argument("--merges", type=int, default=10, help="merges of pre-warmed neurons")
-    ap.add_argument("--merges-cold", type=int, default=5, help="merges of neurons never requested before")
+    ap.add_argument("--merges", type=int, default=30, help="merges of pre-warmed neurons")
+    ap.add_argument("--merges-cold", type=int, default=10, help="merges of neurons never requested before")
     ap.add_argument("--no-markdown", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work copy")
     a = ap.parse_args()

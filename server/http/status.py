@@ -22,6 +22,8 @@ class WhoAmIHandler(CavelabHandler):
 class StatusHandler(CavelabHandler):
     """``GET cave/api/status``: dataset name, counts and ``n_operations``; never blocks.
 
+    ``l2_features_warm`` tells whether the L2-feature worker has done its one-time start-up work.
+
     ``state`` is ``"unconfigured"``, ``"loading"``, ``"error"`` (with ``message``) or ``"ready"``.
     """
 
@@ -56,4 +58,6 @@ def status_document(host: host_mod.EngineHost) -> dict[str, Any]:
         n_operations=len(cg.operations),
         open_seconds=host.open_seconds,
     )
+    morph = getattr(host, "_morphology", None)  # opened with the graph (host.py)
+    out["l2_features_warm"] = bool(morph is not None and morph.warmed.is_set())
     return out

@@ -834,13 +834,27 @@ class L2Features:
     def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         return self.features(ids)
 
-    def features(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """One row per ID (L2 IDs of this graph) for every attribute available."""
+    def warm(self) -> None:
+        """Do the one-time work of a first computation now: the contact index over every
+        supervoxel (seconds on a large dataset), the imports, the segmentation's first read and
+        the pages of the memory-mapped statistics. Called by the service's worker at open, so the
+        first edit's new L2 nodes are not the ones that pay for it."""
+        if self.stats is not None:
+            self.stats.contact_ptr()
+        ids = self.state.base_ids
+        n_l2 = int(np.searchsorted(self.state.layout.layers(ids), 3))
+        if n_l2:
+            probe = ids[[0, n_l2 // 2, n_l2 - 1]]
+            self.features(probe, use_saved=False)
+
+    def features(self, ids: np.ndarray, *, use_saved: bool = True) -> dict[str, np.ndarray]:
+        """One row per ID (L2 IDs of this graph) for every attribute available (``use_saved=False``
+        computes rows even where the saved arrays hold them)."""
         ids = np.asarray(ids, dtype=np.uint64).ravel()
         idx, ok = self.state.node_index(ids)
         if not np.all(ok):
             raise KeyError(f"not nodes of this graph: {ids[~ok][:10].tolist()}")
-        saved = (idx < self.n_saved) if self.complete else np.zeros(ids.size, dtype=bool)
+        saved = (idx < self.n_saved) if self.complete and use_saved else np.zeros(ids.size, dtype=bool)
         todo = np.flatnonzero(~saved)
         comp: dict[str, np.ndarray] = {}
         if todo.size and self.stats is not None:

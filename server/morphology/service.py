@@ -58,6 +58,8 @@ class MorphologyService:
         self._skeletons: OrderedDict[int, Skeleton] = OrderedDict()
         self._skeleton_cache = skeleton_cache
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self.warmed = threading.Event()
+        """Set once the worker has done the one-time work of a first computation (see ``warm``)."""
         self._worker = threading.Thread(target=self._work, name="cavelab-l2features", daemon=True)
         self._worker.start()
         cg.add_listener(self._on_edit)
@@ -74,6 +76,14 @@ class MorphologyService:
             self._queue.put(l2)
 
     def _work(self) -> None:
+        warm = getattr(self._features_fn, "warm", None)
+        try:
+            if warm is not None:
+                warm()
+        except Exception:  # not fatal: the first request pays instead
+            log.exception("cavelab: warming the L2 features failed")
+        finally:
+            self.warmed.set()
         while True:
             ids = self._queue.get()
             if ids is None:

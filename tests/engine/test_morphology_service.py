@@ -77,3 +77,20 @@ def test_concurrent_requests_compute_each_l2_node_once(graph: ChunkedGraph) -> N
     assert len(answers) == 4 and all(a == answers[0] for a in answers)
     assert all(answers[0][int(i)] for i in l2)
     svc.close()
+
+
+def test_worker_warms_up_before_the_first_edit(graph: ChunkedGraph) -> None:
+    """The one-time work (contact index, first read) is done by the worker at open, not by an edit."""
+    feats = L2Features.open(graph)
+    from cavelab.server.morphology.l2features import ATTRIBUTES
+    from cavelab.server.morphology.service import MorphologyService
+
+    assert feats.stats is not None and feats.stats._ptr is None
+    svc = MorphologyService(graph, feats, ATTRIBUTES)
+    assert svc.warmed.wait(60)
+    assert feats.stats._ptr is not None
+    ptr = feats.stats.contact_ptr()
+    lo = feats.stats.sv_contacts[:, 0]
+    counts = np.bincount(np.asarray(lo, dtype=np.int64), minlength=feats.stats.sv_ids.size)
+    assert np.array_equal(ptr, np.concatenate([[0], np.cumsum(counts)]))  # CSR offsets by lower sv
+    svc.close()
