@@ -31,6 +31,52 @@ def data_dir(cave_url: str, meta: DatasetMeta) -> str:
     return f"{cave_url}/precomputed/{meta.name}"
 
 
+MESH_DIR = "graphene_meshes"  # PyChunkedGraph's default mesh directory under data_dir
+
+
+def mesh_info() -> dict[str, Any]:
+    """``{data_dir}/{MESH_DIR}/info``: neuroglancer's graphene "legacy" mesh source.
+
+    With a ``sharding`` entry neuroglancer fetches each manifest fragment that does not start
+    with ``~`` from ``{data_dir}/{mesh}/dynamic/{fragment}`` and decodes it as Draco; cavelab only
+    lists such (dynamic) fragments, so the sharding parameters themselves are never used.
+    """
+    shard = {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "hash": "murmurhash3_x86_128",
+        "preshift_bits": 0,
+        "shard_bits": 0,
+        "minishard_bits": 0,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": "raw",
+    }
+    return {"@type": "neuroglancer_legacy_mesh", "mip": 0, "sharding": {"2": shard}}
+
+
+def precomputed_info(meta: DatasetMeta) -> dict[str, Any]:
+    """``{data_dir}/info``: the supervoxel volume as a neuroglancer precomputed volume (raw)."""
+    return {
+        "@type": "neuroglancer_multiscale_volume",
+        "data_type": "uint64",
+        "num_channels": 1,
+        "type": "segmentation",
+        "scales": _scales(meta),
+    }
+
+
+def _scales(meta: DatasetMeta) -> list[dict[str, Any]]:
+    return [
+        {
+            "chunk_sizes": [[int(c) for c in meta.chunk_size]],
+            "encoding": "raw",
+            "key": _scale_key(meta.resolution),
+            "resolution": [float(r) for r in meta.resolution],
+            "size": [int(s) for s in meta.size],
+            "voxel_offset": [int(v) for v in meta.voxel_offset],
+        }
+    ]
+
+
 def aligned_volume(meta: DatasetMeta) -> dict[str, Any]:
     """The aligned-volume record (``id`` and ``name`` are required by caveclient)."""
     return {
@@ -77,7 +123,6 @@ def _scale_key(resolution: tuple[float, float, float]) -> str:
 
 def graphene_info(cave_url: str, meta: DatasetMeta) -> dict[str, Any]:
     """PyChunkedGraph's graphene ``info`` (CloudVolume / Neuroglancer read it)."""
-    resolution = [float(r) for r in meta.resolution]
     return {
         "app": {"supported_api_versions": list(PCG_API_VERSIONS)},
         "chunks_start_at_voxel_offset": True,
@@ -92,16 +137,8 @@ def graphene_info(cave_url: str, meta: DatasetMeta) -> dict[str, Any]:
             "n_layers": int(meta.n_layers),
             "spatial_bit_masks": {str(k): int(v) for k, v in sorted(meta.layout.bits.items())},
         },
+        "mesh": MESH_DIR,
         "num_channels": 1,
-        "scales": [
-            {
-                "chunk_sizes": [[int(c) for c in meta.chunk_size]],
-                "encoding": "raw",
-                "key": _scale_key(meta.resolution),
-                "resolution": resolution,
-                "size": [int(s) for s in meta.size],
-                "voxel_offset": [int(v) for v in meta.voxel_offset],
-            }
-        ],
+        "scales": _scales(meta),
         "type": "segmentation",
     }

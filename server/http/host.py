@@ -24,6 +24,7 @@ from cavelab.server.errors import CavelabError, EngineUnavailableError, NotFound
 if TYPE_CHECKING:
     from cavelab.server.annotations.engine import AnnotationEngine
     from cavelab.server.engine.graph import ChunkedGraph
+    from cavelab.server.morphology.mesh_service import MeshService
     from cavelab.server.morphology.service import MorphologyService
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class EngineHost:
         self.annotations_engine: AnnotationEngine | None = None
         self._morphology: MorphologyService | None = None
         self._morphology_lock = asyncio.Lock()
+        self._meshes: MeshService | None = None
+        self._meshes_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ opening
     @property
@@ -94,6 +97,9 @@ class EngineHost:
             from cavelab.server.morphology.service import open_service
 
             self._morphology = open_service(cg)  # from now on, every edit's new L2 nodes get features
+            from cavelab.server.morphology.mesh_service import open_mesh_service
+
+            self._meshes = open_mesh_service(cg)  # ... and meshes
         except Exception as e:
             log.error("cavelab: cannot open dataset %s: %s", self.settings.dataset_dir, e)
             raise
@@ -127,6 +133,16 @@ class EngineHost:
 
                     self._morphology = await self.call(open_service, cg)
         return self._morphology
+
+    async def meshes(self, cg: ChunkedGraph) -> MeshService:
+        """The L2 mesh service of the graph (made on first use, in the pool)."""
+        if self._meshes is None:
+            async with self._meshes_lock:
+                if self._meshes is None:
+                    from cavelab.server.morphology.mesh_service import open_mesh_service
+
+                    self._meshes = await self.call(open_mesh_service, cg)
+        return self._meshes
 
     def schedule_versions(self) -> None:
         """Create versions every ``version_interval_hours`` and drop expired ones (in the pool)."""
@@ -206,6 +222,8 @@ class EngineHost:
                     self.annotations_engine.close()
                 if self._morphology is not None:
                     self._morphology.close()
+                if self._meshes is not None:
+                    self._meshes.close()
                 f.result().close()
             except Exception:  # closing at exit must never raise
                 log.debug("cavelab: error closing the engine", exc_info=True)

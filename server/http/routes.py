@@ -16,6 +16,7 @@ from cavelab.server.http import (
     history,
     info,
     materialize,
+    meshing,
     morphology,
     segmentation,
     status,
@@ -79,6 +80,7 @@ def route_table() -> list[tuple[str, type, dict[str, Any]]]:
     rows += [(p, h, {}) for p, h in materialize.MATERIALIZE_ROUTES]
     rows += [(p, h, {}) for p, h in annotation.ANNOTATION_ROUTES]
     rows += [(p, h, {}) for p, h in morphology.MORPHOLOGY_ROUTES]
+    rows += [(p, h, {}) for p, h in meshing.MESHING_ROUTES]
     return rows
 
 
@@ -92,7 +94,7 @@ def setup_handlers(web_app: Any, base_url: str) -> list[str]:
         # CloudVolume's graphene reader (caveclient's skeleton client, neuroglancer tools) only
         # understands ``<host>/segmentation/...`` at the root of the host: on a server at "/"
         # the graph routes are also served there (under JupyterHub's /user/<name>/ they cannot be)
-        for path, handler in SEGMENTATION_ROUTES:
+        for path, handler in [*SEGMENTATION_ROUTES, *meshing.MESHING_GRAPHENE_ROUTES]:
             handlers.append((url_path_join("/", path), handler))
     web_app.add_handlers(".*$", handlers)
     return [h[0] for h in handlers]
