@@ -124,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--l2-features",
         choices=("none", "stats", "all"),
-        default="none",
-        help="L2-cache features computed now: all (incl. distance transforms, a second read of every "
-        "chunk), stats (no voxel reads), none (default: computed on first request)",
+        default="all",
+        help="L2-cache features computed now: all (default; incl. distance transforms, a pass over "
+        "the written chunks while the hierarchy is built), stats (no voxel reads), none (computed "
+        "on first request)",
     )
     i.set_defaults(func=_cmd_ingest)
 

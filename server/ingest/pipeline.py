@@ -24,8 +24,29 @@ from cavelab.server.ingest.types import SupervoxelGraph
 from cavelab.server.storage import open_array_store, open_operation_log
 
 
-def build_base_graph(meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, np.ndarray]:
-    """The engine's base arrays (see :data:`cavelab.server.engine.state.BASE_ARRAYS`)."""
+def level2_membership(meta: DatasetMeta, g: SupervoxelGraph) -> tuple[int, np.ndarray]:
+    """``(n_l2, sv_l2)``: the L2 nodes as components of the active in-chunk edges."""
+    sv_chunk = meta.layout.chunk_coords(g.sv_ids)
+    edges = np.asarray(g.edges, dtype=np.int64).reshape(-1, 2)
+    edge_layer = meta.layout.edge_layers(sv_chunk[edges[:, 0]], sv_chunk[edges[:, 1]])
+    return l2_components(g.n_supervoxels, edges, edge_layer.astype(np.int64), np.asarray(g.active, dtype=bool))
+
+
+def level2_rows(n_l2: int, sv_l2: np.ndarray) -> np.ndarray:
+    """Each supervoxel's L2 row in the saved node arrays (:func:`build_base_graph`'s
+    ``sv_parent``): L2 IDs count up per chunk in order of their smallest supervoxel and the
+    supervoxels are in chunk order, so the rows follow the nodes' smallest supervoxels."""
+    _, first_sv = np.unique(sv_l2, return_index=True)
+    row_of = np.empty(n_l2, dtype=np.int64)
+    row_of[np.argsort(first_sv, kind="stable")] = np.arange(n_l2)
+    return row_of[sv_l2]
+
+
+def build_base_graph(
+    meta: DatasetMeta, g: SupervoxelGraph, l2: tuple[int, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The engine's base arrays (see :data:`cavelab.server.engine.state.BASE_ARRAYS`);
+    ``l2`` is :func:`level2_membership` if already computed."""
     layout = meta.layout
     sv_chunk = layout.chunk_coords(g.sv_ids)
     edges = np.asarray(g.edges, dtype=np.int64).reshape(-1, 2)
@@ -33,7 +54,7 @@ def build_base_graph(meta: DatasetMeta, g: SupervoxelGraph) -> dict[str, np.ndar
     active = np.asarray(g.active, dtype=bool)
 
     # level 2: components of active in-chunk edges
-    n_l2, sv_l2 = l2_components(g.n_supervoxels, edges, edge_layer, active)
+    n_l2, sv_l2 = l2 if l2 is not None else l2_components(g.n_supervoxels, edges, edge_layer, active)
     _, first_sv = np.unique(sv_l2, return_index=True)
     l2_chunk = sv_chunk[first_sv]
 
@@ -112,13 +133,15 @@ def write_dataset(
     meta: DatasetMeta,
     g: SupervoxelGraph,
     extra: dict[str, np.ndarray] | None = None,
+    l2: tuple[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Build the hierarchy for ``g`` and write arrays, metadata and an empty operation log.
 
-    ``extra`` arrays (e.g. the per-supervoxel statistics) are saved with the base arrays.
+    ``extra`` arrays (e.g. the per-supervoxel statistics) are saved with the base arrays;
+    ``l2`` is :func:`level2_membership` if already computed.
     """
     t0 = time.perf_counter()
-    arrays = build_base_graph(meta, g)
+    arrays = build_base_graph(meta, g, l2)
     arrays.update(extra or {})
     t1 = time.perf_counter()
     d = Path(dataset_dir)
@@ -146,16 +169,17 @@ def ingest(
     progress: bool = True,
     overwrite: bool = False,
     workers: int = 2,
-    l2_features: str = "none",
+    l2_features: str = "all",
 ) -> dict[str, Any]:
     """Ingest a source directory (see ``docs/input_format.md``) into a new dataset directory.
 
     Returns a report with counts, timings and the ingest rate (supervoxels per second).
     ``l2_features`` chooses which L2-cache features of every L2 node are computed now and saved
     as ``graph/l2_*.npy`` (:func:`cavelab.server.morphology.l2features.compute_all`): ``"all"``
-    (a second pass over the written segmentation for the distance transform), ``"stats"`` only
-    those that follow from the supervoxel statistics, or ``"none"``; the supervoxel statistics
-    are always saved, and features not saved are computed when first asked for.
+    (the default: a pass over the written segmentation for the distance transform, run by
+    ``workers`` processes while the hierarchy is built), ``"stats"`` only those that follow
+    from the supervoxel statistics, or ``"none"``; the supervoxel statistics are always saved,
+    and features not saved are computed when first asked for.
 
     >>> ingest("/data/my_source", "/data/my_dataset", chunk_size=(128, 128, 32))  # doctest: +SKIP
     """
@@ -209,22 +233,44 @@ def ingest(
             sv_stats=sv_stats,
         )
         meta.created_ms = now_ms()
-        hreport = write_dataset(work, meta, g, extra=sv_stats)
-        if l2_features != "none":
+        l2 = level2_membership(meta, g) if l2_features != "none" else None
+        dt_job = None
+        if l2 is not None and l2_features == "all":  # over the written chunks, meanwhile
+            from cavelab.server.morphology.l2features import start_dt_pass
+
+            t_dt = time.perf_counter()
+            sv_row = level2_rows(*l2)
+            dt_job = start_dt_pass(
+                work, meta, g.sv_ids, sv_row, g.sv_sizes, sv_stats["sv_moments"], l2[0],
+                workers=workers, progress=progress,
+            )
+        hreport = write_dataset(work, meta, g, extra=sv_stats, l2=l2)
+        if l2 is not None:
             from cavelab.server.morphology.l2features import compute_all
 
             t_l2 = time.perf_counter()
+            dt_feats = None
+            if dt_job is not None:
+                saved_rows = np.load(work / "graph" / "sv_parent.npy", mmap_mode="r")
+                if not np.array_equal(saved_rows, sv_row):  # the rows are the saved node order
+                    dt_job.cancel()
+                    raise IngestError("internal: L2 rows of the distance-transform pass differ from the saved graph")
+                dt_feats = dt_job.result()
             feats, l2report = compute_all(
                 work,
                 meta=meta,
                 arrays=sv_stats,
-                dt=l2_features == "all",
+                dt=False,
+                dt_features=dt_feats,
                 workers=workers,
                 progress=progress,
             )
             open_array_store(work).save(feats)
             del feats
-            hreport["l2_features"] = {**l2report, "seconds": time.perf_counter() - t_l2}
+            l2report["seconds_after_hierarchy"] = time.perf_counter() - t_l2
+            if dt_job is not None:
+                l2report["dt_pass_wall_seconds"] = time.perf_counter() - t_dt
+            hreport["l2_features"] = l2report
         del sv_stats
         total = time.perf_counter() - t0
         report = dict(report)

@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -486,20 +486,24 @@ def dt_features_from_voxels(
             out.update(_empty_shape_features(0))
         return out
 
+    # voxels grouped by label with one stable (radix, for 16-bit labels) sort: per-label
+    # maxima, sums and first hits are then reductions over contiguous segments, and within a
+    # label the voxels keep their x-major order (ties go to the first voxel, as CAVE's argmax)
     flat = lab.reshape(-1)
-    fg = np.flatnonzero(flat)
-    lb = flat[fg].astype(np.intp) - 1
+    per = np.bincount(flat, minlength=m + 1)
+    fg = np.argsort(flat, kind="stable")[int(per[0]) :]
+    cnt = per[1:]
+    seg = np.zeros(m, dtype=np.intp)
+    np.cumsum(cnt[:-1], out=seg[1:])
+    lb = np.repeat(np.arange(m, dtype=np.intp), cnt)
     # a node filling the whole chunk has no boundary (infinite distances): measure to the border
     dt = edt.edt(
         lab, anisotropy=tuple(res), black_border=bool(m == 1 and fg.size == flat.size), parallel=1
     )
     dts = np.floor(dt.reshape(-1)[fg]).astype(np.float64)  # CAVE: uint64(dt)
-    cnt = np.bincount(lb, minlength=m)
-    mx = np.zeros(m)
-    np.maximum.at(mx, lb, dts)
     out["n_voxels"] = cnt.astype(np.int64)
-    out["max_dt_nm"] = mx.astype(np.float32)
-    out["mean_dt_nm"] = (np.bincount(lb, weights=dts, minlength=m) / cnt).astype(np.float32)
+    out["max_dt_nm"] = np.maximum.reduceat(dts, seg).astype(np.float32)
+    out["mean_dt_nm"] = (np.add.reduceat(dts, seg) / cnt).astype(np.float32)
 
     nx, ny, nz = lab.shape
     it = np.int32 if flat.size < 2**31 else np.int64
@@ -507,7 +511,7 @@ def dt_features_from_voxels(
     y, z = np.divmod(rest, it(nz))
     xyz = (x, y, z)
     if centroids is None:
-        mu = [np.bincount(lb, weights=c, minlength=m) / cnt for c in xyz]
+        mu = [np.add.reduceat(c.astype(np.float64), seg) / cnt for c in xyz]
     else:
         mu = list(np.asarray(centroids, dtype=np.float64)[present].T)
     d2 = np.zeros(fg.size)
@@ -515,15 +519,13 @@ def dt_features_from_voxels(
         e = (c - mu_c[lb]) * res[i]
         d2 += e * e
     d = np.sqrt(d2)
-    dmax = np.zeros(m)
-    np.maximum.at(dmax, lb, d)
+    dmax = np.maximum.reduceat(d, seg)[lb]
     with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.where(dmax[lb] > 0, 1 - d / dmax[lb], 1.0)
+        w = np.where(dmax > 0, 1 - d / dmax, 1.0)
     score = dts * w
-    best = np.full(m, -np.inf)
-    np.maximum.at(best, lb, score)
+    best = np.maximum.reduceat(score, seg)
     cand = np.flatnonzero(score == best[lb])
-    _, first = np.unique(lb[cand], return_index=True)  # stable: the first in x-major order
+    first = np.r_[True, lb[cand[1:]] != lb[cand[:-1]]]  # the first candidate of each label
     pick = cand[first]
     origin = np.asarray(block_origin, dtype=np.int64)
     out["rep_coord_nm"] = (np.stack([x[pick], y[pick], z[pick]], axis=1) + origin) * res
@@ -672,6 +674,7 @@ def compute_all(
     dt: bool = True,
     workers: int = 1,
     progress: bool = False,
+    dt_features: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Features of every L2 node of a dataset: ``({"l2_<attribute>": array}, report)``.
 
@@ -679,7 +682,8 @@ def compute_all(
     statistics pass needs ``graph/sv_*.npy`` (or ``arrays``); with ``dt`` a second pass reads
     every atomic chunk of the segmentation once (``workers`` processes) for ``max_dt_nm``,
     ``mean_dt_nm`` and the exact ``rep_coord_nm``. The report has ``n_l2``, ``dt`` and the
-    timings (``stats_seconds``, ``dt_seconds``).
+    timings (``stats_seconds``, ``dt_seconds``). ``dt_features`` (from :func:`start_dt_pass`)
+    are taken as the distance-transform features instead of a pass of this call.
     """
     t0 = time.perf_counter()
     d = Path(dataset_dir)
@@ -696,7 +700,9 @@ def compute_all(
     parent = np.asarray(src["sv_parent"], dtype=np.int64)
     f, cen = _from_stats(stats, meta, np.arange(parent.size, dtype=np.int64), parent, n_l2)
     t1 = time.perf_counter()
-    if dt:
+    if dt_features is not None:
+        f.update({k: np.asarray(v) for k, v in dt_features.items()})
+    elif dt:
         f["max_dt_nm"] = np.zeros(n_l2, dtype=np.float32)
         f["mean_dt_nm"] = np.zeros(n_l2, dtype=np.float32)
         for l2, mx, mean, rep in _dt_pass(d, meta, stats.sv_ids, parent, cen, workers, progress):
@@ -707,12 +713,56 @@ def compute_all(
     out = {f"l2_{k}": v for k, v in f.items()}
     report = {
         "n_l2": n_l2,
-        "dt": bool(dt),
+        "dt": bool(dt or dt_features is not None),
         "stats_seconds": t1 - t0,
         "dt_seconds": t2 - t1,
         "workers": workers,
     }
     return out, report
+
+
+def start_dt_pass(
+    dataset_dir: str | Path,
+    meta: DatasetMeta,
+    sv_ids: np.ndarray,
+    sv_row: np.ndarray,
+    sv_sizes: np.ndarray,
+    sv_moments: np.ndarray,
+    n_l2: int,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+) -> Future[dict[str, np.ndarray]]:
+    """Start the distance-transform features of every L2 node in the background.
+
+    Used by ``cavelab ingest`` as soon as the segmentation is written and the L2 membership is
+    known (``sv_row``: each supervoxel's L2 row, ``0..n_l2-1``), so the pass over the chunks
+    runs while the hierarchy is built and saved. The future resolves to ``max_dt_nm``,
+    ``mean_dt_nm`` and the exact ``rep_coord_nm`` with one row per L2 node.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sv_row = np.asarray(sv_row, dtype=np.int64)
+    cnt = np.bincount(sv_row, weights=np.asarray(sv_sizes, dtype=np.float64), minlength=n_l2)
+    cen = _group_sums(sv_row, np.asarray(sv_moments)[:, :3], n_l2) / np.maximum(cnt, 1)[:, None]
+
+    def run() -> dict[str, np.ndarray]:
+        out = {
+            "max_dt_nm": np.zeros(n_l2, dtype=np.float32),
+            "mean_dt_nm": np.zeros(n_l2, dtype=np.float32),
+            "rep_coord_nm": np.zeros((n_l2, 3), dtype=np.float64),
+        }
+        d = Path(dataset_dir)
+        for l2, mx, mean, rep in _dt_pass(d, meta, sv_ids, sv_row, cen, workers, progress):
+            out["max_dt_nm"][l2] = mx
+            out["mean_dt_nm"][l2] = mean
+            out["rep_coord_nm"][l2] = rep
+        return out
+
+    ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavelab-dt-pass")
+    fut = ex.submit(run)
+    ex.shutdown(wait=False)
+    return fut
 
 
 def _dt_pass(

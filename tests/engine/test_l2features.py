@@ -35,7 +35,7 @@ edt = pytest.importorskip("edt")
 def ds(tmp_path_factory):
     root = tmp_path_factory.mktemp("l2f")
     generate(root / "src", "tiny", seed=0, progress=False)
-    rep = ingest(root / "src", root / "ds", workers=1, progress=False, l2_features="all")
+    rep = ingest(root / "src", root / "ds", workers=1, progress=False)  # default: every feature
     d = root / "ds"
     meta = DatasetMeta.load(d)
     g = {p.stem: np.load(p) for p in (d / "graph").glob("*.npy")}
@@ -290,12 +290,12 @@ def test_ingest_reports_and_modes(ds, tmp_path):
     feats, r = compute_all(ds["dir"], dt=False)
     assert not r["dt"] and "l2_max_dt_nm" not in feats
     np.testing.assert_array_equal(feats["l2_area_nm2"], ds["g"]["l2_area_nm2"])
-    # only the statistics' features, or (the default) none: computed on demand by the service
+    # only the statistics' features, or none: computed on demand by the service
     src = ds["dir"].parent / "src"
     ingest(src, tmp_path / "st", workers=1, progress=False, l2_features="stats")
     names = {p.stem for p in (tmp_path / "st" / "graph").glob("l2_*.npy")}
     assert "l2_area_nm2" in names and "l2_max_dt_nm" not in names
-    ingest(src, tmp_path / "ds", workers=1, progress=False)
+    ingest(src, tmp_path / "ds", workers=1, progress=False, l2_features="none")
     assert not list((tmp_path / "ds" / "graph").glob("l2_*.npy"))
     cg = ChunkedGraph.open(tmp_path / "ds")
     try:
