@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 __all__ = [
+    "root_mesh",
     "bulk_insert",
     "connect",
     "create_version",
@@ -107,6 +108,32 @@ def create_version(client: Any, keep_forever: bool = False, lifetime_days: float
     if lifetime_days is not None:
         body["lifetime_days"] = float(lifetime_days)
     return _post(client, f"api/materialize/{client.datastack_name}/version", json=body)
+
+
+def root_mesh(client: Any, root_id: int) -> Any:
+    """The closed surface mesh of a root from the hosting server, stitched from its L2 meshes.
+
+    Returns a :class:`cavelab.server.morphology.meshes.Mesh`: ``vertices`` (float32 ``[V, 3]``,
+    nm) and ``faces`` (uint32 ``[F, 3]``) as numpy arrays; ``.to_trimesh()`` if trimesh is
+    installed.
+
+    >>> mesh = root_mesh(client, root)                       # doctest: +SKIP
+    >>> mesh.vertices.shape, mesh.faces.shape                # doctest: +SKIP
+    ((5210, 3), (10416, 3))
+    """
+    import requests
+
+    from cavelab.server.morphology.meshes import Mesh
+
+    url = f"{client.server_address.rstrip('/')}/api/morphology/{client.datastack_name}/mesh/{int(root_id)}"
+    r = requests.get(url, headers={"Authorization": f"Bearer {client.auth.token}"}, timeout=3600)
+    if not r.ok:
+        try:
+            message = r.json().get("message", r.text)
+        except ValueError:
+            message = r.text
+        raise requests.HTTPError(f"{r.status_code}: {message}", response=r)
+    return Mesh.from_precomputed(r.content)
 
 
 def load_ipython_extension(ipython: Any) -> None:

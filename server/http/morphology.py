@@ -129,6 +129,21 @@ class SummaryHandler(MorphologyHandler):
         self.write_json(await self.call(svc.summaries, roots.tolist()))
 
 
+class RootMeshHandler(MorphologyHandler):
+    """``GET cave/api/morphology/{ds}/mesh/{root}``: the stitched (closed) mesh of a root in
+    neuroglancer's legacy precomputed format (uint32 vertex count, float32 nm vertices, uint32
+    triangles); ``cavelab.kernel_ext.root_mesh`` reads it into numpy arrays."""
+
+    @authenticated
+    async def get(self, datastack: str, root: str) -> None:
+        svc = await self.service()
+        _check_datastack(svc, datastack)
+        root_id = self.path_id(root, "root ID")
+        meshes = await self.host.meshes(svc.cg)
+        mesh = await self.call(meshes.root_mesh, root_id)
+        self.write_binary(mesh.to_precomputed())
+
+
 def _check_datastack(svc: Any, datastack: str) -> None:
     if datastack != svc.cg.meta.name:
         raise NotFoundError(f"unknown datastack {datastack!r}; this server serves {svc.cg.meta.name!r}")
@@ -180,4 +195,5 @@ MORPHOLOGY_ROUTES: list[tuple[str, type]] = [
     (f"{S}/bulk/get_cached_skeletons/{_V}/(?P<fmt>[^/]+)", CachedSkeletonsHandler),
     (f"{S}/precomputed/skeleton/exists", SkeletonsExistHandler),
     (f"api/morphology/{_DS}/summary", SummaryHandler),
+    (f"api/morphology/{_DS}/mesh/(?P<root>[^/]+)", RootMeshHandler),
 ]
