@@ -599,11 +599,15 @@ def features_for_nodes(
     stats: SupervoxelStats,
     segmentation: Segmentation | None,
     members: Sequence[np.ndarray],
+    sv_bbox: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """All features of a few L2 nodes given their supervoxel indices (one array per node).
 
     Statistics-based features come from ``stats``; ``max_dt_nm``, ``mean_dt_nm`` and the exact
     ``rep_coord_nm`` from one read of each node's chunk (nodes sharing a chunk share the read).
+    With ``sv_bbox`` (the supervoxels' voxel boxes, ``[S, 6]`` with the voxel offset) only the
+    nodes' bounding box plus one voxel is read and transformed: the same values, since that ring
+    holds none of the nodes' voxels and the chunk's own faces are not boundaries either way.
     Without ``segmentation`` the distance features are left out and ``rep_coord_nm`` is the
     approximate one.
     """
@@ -627,10 +631,15 @@ def features_for_nodes(
     for k in np.unique(key):
         nodes = np.flatnonzero(key == k)
         lo, hi = _chunk_box(meta, chunks[nodes[0]])
-        block = segmentation.read_box(lo + offset, hi + offset)
         sel = np.isin(group, nodes)
+        blo, bhi = lo, hi
+        if sv_bbox is not None:
+            bb = np.asarray(sv_bbox[sv[sel]], dtype=np.int64)
+            blo = np.maximum(bb[:, :3].min(axis=0) - offset - 1, lo)
+            bhi = np.minimum(bb[:, 3:].max(axis=0) - offset + 1, hi)
+        block = segmentation.read_box(blo + offset, bhi + offset)
         f = dt_features_from_voxels(
-            block, lo + offset, (ids[sel], group[sel]), meta.resolution, centroids=cen
+            block, blo + offset, (ids[sel], group[sel]), meta.resolution, centroids=cen - (blo - lo)
         )
         out["max_dt_nm"][f["l2"]] = f["max_dt_nm"]
         out["mean_dt_nm"][f["l2"]] = f["mean_dt_nm"]
@@ -909,7 +918,9 @@ class L2Features:
         comp: dict[str, np.ndarray] = {}
         if todo.size and self.stats is not None:
             members = [self.state.children(int(i)) for i in idx[todo]]
-            comp = features_for_nodes(self.meta, self.stats, self.segmentation, members)
+            comp = features_for_nodes(
+                self.meta, self.stats, self.segmentation, members, sv_bbox=self.state.sv_bbox
+            )
         elif todo.size:
             comp = self._from_voxels_only(idx[todo])
         out: dict[str, np.ndarray] = {}
