@@ -19,13 +19,16 @@ How it runs:
 
 * **Workers** (a process pool of ``workers`` processes, started first so that they work
   while the tables are read) handle one atomic chunk each: one read of the block,
-  ``fastremap.renumber`` (labels -> small integers), ``cc3d.statistics`` (size, bounding
-  box, centroid), face contacts inside the block per axis (vectorized on the flat
-  buffer), shape statistics for the L2 features (coordinate moments, exposed faces, voxels
-  on the chunk faces, a central voxel; from the runs along the fastest axis, see
-  :data:`SV_STAT_ARRAYS`), a lookup-table gather to uint64 IDs and one shard write. They
-  return the block's labels, statistics, inner contacts and its six boundary slabs (as
-  segment numbers).
+  ``fastremap.renumber`` (labels -> small integers) and a remap in place to segment
+  numbers (ascending label order, so every per-value result is in supervoxel order), one
+  cut into runs of one value along the fastest memory axis (:class:`_Runs`) from which
+  sizes, bounding boxes, centroids and the shape statistics for the L2 features
+  (coordinate moments, a central voxel; see :data:`SV_STAT_ARRAYS`) are closed-form sums,
+  face contacts inside the block (between neighbouring runs along the fastest axis,
+  vectorized on the flat buffer along the other two; counted with one sort, which also
+  gives the exposed faces), voxels on the chunk faces, and one shard write (inner chunks
+  cut on the small integers, then one lookup to uint64 IDs). They return the block's
+  labels, statistics, inner contacts and its six boundary slabs (as segment numbers).
 * **The main process** consumes the results in chunk order. It pairs each chunk's first
   slab along x/y/z with the last slab of the -x/-y/-z neighbour (the one-voxel halo,
   without reading any voxel twice), looks the contacts up among the listed edges, and
@@ -493,6 +496,7 @@ class _ShardWriter:
         self.array = zarr.open_array(store=path, mode="r+")
         meta = json.loads((self.path / "zarr.json").read_text())
         self.direct = self._layout_ok(meta)
+        self._buffers: dict[str, np.ndarray] = {}
         if self.direct:
             import numcodecs
 
@@ -539,14 +543,10 @@ class _ShardWriter:
         if not self.direct:
             self.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ids
             return
-        import google_crc32c
-
         ids = np.ascontiguousarray(ids)
         inner = self.inner
         n = [-(-self.shard[d] // inner[d]) for d in range(3)]
-        index = np.full((*n, 2), _MAX_U64, dtype="<u8")
-        parts: list[bytes] = []
-        offset = 0
+        chunks: list[tuple[tuple[int, int, int], np.ndarray]] = []
         for i, j, k in np.ndindex(*n):
             sub = ids[
                 i * inner[0] : (i + 1) * inner[0],
@@ -559,8 +559,72 @@ class _ShardWriter:
                 full = np.zeros(inner, dtype=np.uint64)
                 full[: sub.shape[0], : sub.shape[1], : sub.shape[2]] = sub
                 sub = full
+            chunks.append(((i, j, k), sub))
+        self._store(coord, n, chunks)
+
+    def write_segments(
+        self,
+        coord: tuple[int, int, int],
+        lo: list[int],
+        hi: list[int],
+        seg: np.ndarray,
+        lut: np.ndarray,
+    ) -> None:
+        """Write the atomic chunk ``coord`` given as small integers: ``lut[seg]`` (uint64).
+
+        Same bytes as :meth:`write`. A whole shard is cut into its inner chunks on the
+        small integers (one transposing copy, a quarter of the uint64 bytes), which are
+        then mapped to IDs in one pass, each inner chunk a contiguous block; clipped
+        shards (and zarr's own writes) go through :meth:`write`.
+        """
+        inner = self.inner if self.direct else ()
+        if (
+            not self.direct
+            or seg.shape != self.shard
+            or any(s % i for s, i in zip(seg.shape, inner))
+        ):
+            self.write(coord, lo, hi, lut[np.ascontiguousarray(seg)])
+            return
+        import fastremap
+
+        n = [s // i for s, i in zip(seg.shape, inner)]
+        # [i, j, k] is inner chunk (i, j, k), C-contiguous x, y, z (buffers reused: a shard
+        # is written in one call, so no page faults for fresh arrays on every chunk)
+        view = seg.reshape(n[0], inner[0], n[1], inner[1], n[2], inner[2])
+        view = view.transpose(0, 2, 4, 1, 3, 5)
+        blocks = self._buffer("blocks", view.shape, seg.dtype)
+        np.copyto(blocks, view)
+        ids = self._buffer("ids", view.shape, np.dtype(np.uint64))
+        np.copyto(ids, blocks)
+        fastremap.remap_from_array(ids.reshape(-1), lut)
+        self._store(
+            coord,
+            n,
+            [(ijk, ids[ijk]) for ijk in np.ndindex(*n) if blocks[ijk].any()],  # 0: not stored
+        )
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A scratch array kept between calls (reallocated when the shape or dtype changes)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return buf
+
+    def _store(
+        self,
+        coord: tuple[int, int, int],
+        n: list[int],
+        chunks: list[tuple[tuple[int, int, int], np.ndarray]],
+    ) -> None:
+        """Encode the non-empty inner chunks (given in C order) and write the shard file."""
+        import google_crc32c
+
+        index = np.full((*n, 2), _MAX_U64, dtype="<u8")
+        parts: list[bytes] = []
+        offset = 0
+        for ijk, sub in chunks:
             enc = self.blosc.encode(np.ascontiguousarray(sub, dtype="<u8"))
-            index[i, j, k] = (offset, len(enc))
+            index[ijk] = (offset, len(enc))
             offset += len(enc)
             parts.append(enc)
         key = self.path.joinpath("c", *(str(c) for c in coord))
@@ -613,10 +677,27 @@ _WORKER_MODULES = [
     "zarr",
     "numcodecs",
     "fastremap",
-    "cc3d",
     "google_crc32c",
     "cavelab.server.ingest.volume",
 ]
+
+
+def _keep_freed_memory() -> None:
+    """Make this (worker) process reuse the memory it frees rather than return it.
+
+    Every chunk allocates and frees the same few dozen arrays of 0.1-4 MiB; with glibc's
+    defaults the big ones are fresh ``mmap`` regions each time, whose pages are faulted in
+    and zeroed again for every chunk (a few % of the chunk time). Blocks below 32 MiB come
+    from the heap instead, which keeps up to 128 MiB free. A no-op without glibc.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library of this process
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
 
 
 def _init_worker(ctx: _Context) -> None:
@@ -628,6 +709,7 @@ def _init_worker(ctx: _Context) -> None:
         numcodecs.blosc.set_nthreads(1)
     except Exception:  # pragma: no cover - numcodecs without blosc
         pass
+    _keep_freed_memory()
 
 
 def _run_in_worker(coord: tuple[int, int, int]) -> dict[str, Any]:
@@ -677,29 +759,220 @@ def _count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if keys.size == 0:
         return keys, np.zeros(0, dtype=np.int64)
     ks = np.sort(keys)
-    starts = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
-    counts = np.diff(np.append(starts, ks.size))
-    return ks[starts], counts.astype(np.int64)
+    new = np.empty(ks.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    counts = np.empty(starts.size, dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1] = ks.size - starts[-1]
+    return ks[starts], counts
 
 
-def _key_dtype(n: int) -> type:
-    return np.uint32 if n * n < 2**32 else np.uint64
+def _divmod(i: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.divmod(i, n)`` for ``i >= 0``, by shift and mask when ``n`` is a power of two.
+
+    >>> [v.tolist() for v in _divmod(np.array([0, 5, 17]), 8)]
+    [[0, 0, 2], [0, 5, 1]]
+    """
+    if n & (n - 1) == 0:
+        return i >> (n.bit_length() - 1), i & (n - 1)
+    return np.divmod(i, n)
+
+
+class _Runs:
+    """A block cut into runs of one value along its fastest memory axis.
+
+    ``mem`` is the block as a C-contiguous array in memory order: ``r`` itself, or ``r.T``
+    when ``r`` is Fortran-ordered (then ``rev`` is True and the memory axes ``(a, b, c)``
+    are ``(z, y, x)``). A run starts at every change of value and at every line start
+    (``c == 0``) and ends where the next one starts. Per run, in memory order: ``start``
+    (flat index in ``mem``), ``length``, ``value`` (background runs included) and the memory
+    coordinates ``a``, ``b``, ``c`` of its first voxel (int64).
+
+    One pass over the voxels; the per-value statistics (:func:`_value_stats`,
+    :func:`_rep_voxels`) and the contacts along the fastest axis (:func:`_inner_contacts`)
+    are computed from the runs.
+
+    >>> runs = _Runs(np.array([[[1, 1, 0], [2, 2, 2]]], dtype=np.uint8))
+    >>> runs.value.tolist(), runs.length.tolist(), runs.b.tolist(), runs.c.tolist()
+    ([1, 0, 2], [2, 1, 3], [0, 0, 1], [0, 2, 0])
+    """
+
+    def __init__(self, r: np.ndarray) -> None:
+        self.rev = not r.flags.c_contiguous
+        mem = r if r.flags.c_contiguous else r.T
+        if not mem.flags.c_contiguous:
+            mem = np.ascontiguousarray(mem)
+        self.mem = mem
+        flat = mem.reshape(-1)
+        n = flat.size
+        nb, nc = max(mem.shape[1], 1), max(mem.shape[2], 1)
+        first = np.empty(n, dtype=bool)
+        if n:
+            np.not_equal(flat[1:], flat[:-1], out=first[1:])
+            first[::nc] = True
+        self.start = np.flatnonzero(first)
+        self.length = np.empty_like(self.start)
+        if n:
+            np.subtract(self.start[1:], self.start[:-1], out=self.length[:-1])
+            self.length[-1] = n - self.start[-1]
+        self.value = flat[self.start]
+        line, self.c = _divmod(self.start, nc)
+        self.a, self.b = _divmod(line, nb)
+
+    def xyz_axes(self) -> tuple[int, int, int]:
+        """The memory axis (0 = a, 1 = b, 2 = c) of x, y and z."""
+        return (2, 1, 0) if self.rev else (0, 1, 2)
+
+
+def _value_stats(runs: _Runs, k: int) -> dict[str, np.ndarray]:
+    """Per-value sums of a block (values ``0..k``) from its runs; row ``v`` is value ``v``
+    (0, the background, included); coordinates are voxels from the block's first voxel.
+
+    * ``sizes`` (int64, ``(k + 1,)``): voxels;
+    * ``bbox`` (int64, ``(k + 1, 6)``): lowest x, y, z, then highest x, y, z (inclusive);
+    * ``moments`` (float64, ``(k + 1, 9)``): sums of x, y, z, xx, yy, zz, xy, xz, yz over
+      the value's voxels (integers, exact in float64).
+
+    Everything is closed-form per run (sums of consecutive integers and of their squares),
+    summed per value with ``bincount`` (and ``minimum.at``/``maximum.at`` for the boxes).
+
+    >>> r = np.zeros((3, 2, 2), dtype=np.uint8); r[:, 0, 0] = 1; r[2, 1, 1] = 2
+    >>> st = _value_stats(_Runs(r), 2)
+    >>> st["sizes"].tolist(), st["bbox"][1:].tolist()
+    ([8, 3, 1], [[0, 0, 0, 2, 0, 0], [2, 1, 1, 2, 1, 1]])
+    >>> st["moments"][1:].tolist()
+    [[3.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0, 2.0, 1.0]]
+    """
+    n_v = k + 1
+    v = runs.value.astype(np.intp)
+    ln = runs.length.astype(np.float64)
+    c0, a, b = (runs.c.astype(np.float64), runs.a.astype(np.float64), runs.b.astype(np.float64))
+    # the run's middle cm: sum c = ln cm, sum c^2 = ln cm^2 + (ln^3 - ln) / 12
+    cm = c0 + (ln - 1) * 0.5
+    sc = ln * cm
+    scc = sc * cm + (ln * ln - 1) * ln / 12
+    sa, sb = a * ln, b * ln
+    # per run: x, y, z, xx, yy, zz, xy, xz, yz as (f, g), the sum being f * g (or f)
+    if runs.rev:  # (a, b, c) = (z, y, x)
+        per_run = ((sc,), (sb,), (sa,), (scc,), (b, sb), (a, sa), (b, sc), (a, sc), (a, sb))
+    else:
+        per_run = ((sa,), (sb,), (sc,), (a, sa), (b, sb), (scc,), (a, sb), (a, sc), (b, sc))
+    moments = np.empty((n_v, 9), dtype=np.float64)
+    tmp = np.empty_like(ln)  # one product at a time: a small working set
+    for j, fg in enumerate(per_run):
+        w = np.multiply(*fg, out=tmp) if len(fg) == 2 else fg[0]
+        moments[:, j] = np.bincount(v, weights=w, minlength=n_v)
+    sizes = np.bincount(v, weights=ln, minlength=n_v).astype(np.int64)
+    # bounding boxes, per memory axis: the run's first voxel, and its last one along c
+    low = np.full((3, n_v), np.iinfo(np.int64).max, dtype=np.int64)
+    high = np.full((3, n_v), -1, dtype=np.int64)
+    for m, (first, last) in enumerate(
+        ((runs.a, runs.a), (runs.b, runs.b), (runs.c, runs.c + runs.length - 1))
+    ):
+        np.minimum.at(low[m], v, first)
+        np.maximum.at(high[m], v, last)
+    ax = list(runs.xyz_axes())
+    bbox = np.concatenate([low[ax].T, high[ax].T], axis=1)
+    return {"sizes": sizes, "bbox": bbox, "moments": moments}
+
+
+def _rep_voxels(
+    r: np.ndarray,
+    runs: _Runs,
+    moments: np.ndarray,
+    sizes: np.ndarray,
+    resolution: tuple[float, float, float],
+) -> np.ndarray:
+    """Per value (row ``v``, row 0 left 0) the voxel nearest (in nm) to its centroid.
+
+    ``moments``/``sizes`` are from :func:`_value_stats`; the result (int64, ``(k + 1, 3)``)
+    is in voxels from the block's first voxel, x, y, z. Ties go to the lowest x, then y,
+    then z, so the voxel is inside the value (and central unless it is strongly curved).
+    It is the voxel rounded from the centroid when that holds the value (the nearest voxel
+    of all; ties to the lower coordinate), else the nearest point of each of the value's
+    runs, then the best run.
+
+    >>> r = np.zeros((3, 2, 2), dtype=np.uint8); r[:, 0, 0] = 1; r[2, 1, 1] = 2
+    >>> runs = _Runs(r); st = _value_stats(runs, 2)
+    >>> _rep_voxels(r, runs, st["moments"], st["sizes"], (4.0, 4.0, 40.0))[1:].tolist()
+    [[1, 0, 0], [2, 1, 1]]
+    """
+    n_v = sizes.size
+    mu = moments[:, :3] / np.maximum(sizes, 1)[:, None]
+    near = np.ceil(mu - 0.5).astype(np.int64)
+    rep = near.copy()
+    rest = np.flatnonzero(r[near[:, 0], near[:, 1], near[:, 2]] != np.arange(n_v))
+    rest = rest[rest > 0]
+    if rest.size:
+        todo = np.zeros(n_v, dtype=bool)
+        todo[rest] = True
+        j = np.flatnonzero(todo[runs.value])
+        lab = runs.value[j].astype(np.intp)
+        ai, bi = runs.a[j], runs.b[j]
+        a, b = ai.astype(np.float64), bi.astype(np.float64)
+        c0, ln = runs.c[j].astype(np.float64), runs.length[j].astype(np.float64)
+        res = np.asarray(resolution, dtype=np.float64)
+        ia, ic = (2, 0) if runs.rev else (0, 2)
+        mc = mu[:, ic][lab]
+        c = np.clip(np.ceil(mc - 0.5), c0, c0 + ln - 1)  # ties: the lower c
+        da = (a - mu[:, ia][lab]) * res[ia]
+        db = (b - mu[:, 1][lab]) * res[1]
+        dc = (c - mc) * res[ic]
+        dx, dz = (dc, da) if runs.rev else (da, dc)
+        d2 = dx * dx + db * db + dz * dz  # summed in x, y, z order whatever the memory order
+        best = np.full(n_v, np.inf)
+        np.minimum.at(best, lab, d2)
+        cand = np.flatnonzero(d2 == best[lab])
+        xyz = np.empty((cand.size, 3), dtype=np.int64)
+        xyz[:, ia], xyz[:, 1], xyz[:, ic] = ai[cand], bi[cand], c[cand]
+        o = np.lexsort((xyz[:, 2], xyz[:, 1], xyz[:, 0], lab[cand]))
+        lc = lab[cand[o]]
+        top = np.ones(o.size, dtype=bool)
+        top[1:] = lc[1:] != lc[:-1]
+        rep[lc[top]] = xyz[o[top]]
+    rep[0] = 0
+    return rep
+
+
+def _chunk_faces(r: np.ndarray, k: int) -> np.ndarray:
+    """Per value (int64, ``(k + 1, 2, 3)``): its voxels on the block's first (row 0) and
+    last (row 1) slab along x, y and z.
+
+    >>> r = np.zeros((3, 2, 2), dtype=np.uint8); r[:, 0, 0] = 1; r[2, 1, 1] = 2
+    >>> _chunk_faces(r, 2)[2].tolist()
+    [[0, 0, 0], [1, 1, 1]]
+    """
+    faces = np.zeros((k + 1, 2, 3), dtype=np.int64)
+    if r.size == 0:
+        return faces
+    for d in range(3):
+        for side, at in enumerate((0, -1)):
+            sl: list[Any] = [slice(None)] * 3
+            sl[d] = at
+            faces[:, side, d] = np.bincount(r[tuple(sl)].ravel(), minlength=k + 1)[: k + 1]
+    return faces
 
 
 def _inner_contacts(
-    r: np.ndarray, k: int, has_zero: bool = True, exposed: np.ndarray | None = None
+    r: np.ndarray, k: int, exposed: np.ndarray | None = None, runs: _Runs | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-face contacts inside a renumbered block (values ``0..k``, 0 = background).
+    """Voxel-face contacts inside a block of values ``0..k`` (0 = background).
 
-    Works on the flat memory buffer (C or Fortran order): for each axis every voxel is
-    compared with its neighbour one stride on, the comparisons that wrap around to the
-    next row are masked out, and each unordered pair of differing nonzero values is
-    counted. Returns ``(lo, hi, faces)`` with ``lo < hi`` (int64) sorted by ``(lo, hi)``,
-    and ``faces`` (int64, ``(n, 3)``) the shared faces across x, y and z.
+    Works on the memory buffer (C or Fortran order, see :class:`_Runs`): along the fastest
+    axis the faces are where one run meets the next on its line; along the other two every
+    voxel is compared with its neighbour one stride on (the comparisons that wrap around
+    to the next plane masked out) and the differing ones gathered. Every face between
+    different values, the background included, becomes one key ``((lo * (k + 1) + hi) * 4
+    + axis)`` and a single sort counts them. Returns ``(lo, hi, faces)`` for the pairs of
+    nonzero values, ``lo < hi`` (int64) sorted by ``(lo, hi)``, and ``faces`` (int64,
+    ``(n, 3)``) their shared faces across x, y and z.
 
-    ``exposed`` (int64, ``(k + 1, 3)``), if given, receives for every value its faces
-    across x, y and z whose neighbour inside the block holds another value (0 included;
-    faces on the block's border are not counted).
+    ``exposed`` (int64, ``(k + 1, 3)``), if given, receives for every value (row 0, the
+    background, included) its faces across x, y and z whose neighbour inside the block
+    holds another value (0 included; faces on the block's border are not counted).
+    ``runs`` (of ``r``) is computed if not given.
 
     >>> r = np.array([[[1, 2], [1, 0]], [[3, 3], [1, 2]]], dtype=np.uint8)
     >>> ex = np.zeros((4, 3), dtype=np.int64)
@@ -709,67 +982,64 @@ def _inner_contacts(
     [[1, 1, 3], [2, 2, 2], [2, 2, 0]]
     """
     empty = np.zeros(0, dtype=np.int64)
-    if r.size < 2 or k < (1 if exposed is not None else 2):
+    if r.size < 2 or k < 1:
         return empty, empty, np.zeros((0, 3), dtype=np.int64)
-    rev = not r.flags.c_contiguous  # memory axis d is array axis 2 - d
-    mem = r if r.flags.c_contiguous else r.T  # a C-contiguous view in memory order
-    if not mem.flags.c_contiguous:
-        mem = np.ascontiguousarray(mem)
+    if runs is None:
+        runs = _Runs(r)
+    mem = runs.mem
     flat = mem.reshape(-1)
     n_all = flat.size
-    kd = _key_dtype(2 * (k + 1))  # keys (lo * (k + 1) + hi) * 4 + axis
-    kk = kd(k + 1)
-    neq = np.empty(n_all, dtype=bool)
-    keys = []
+    n_v = k + 1
+    kd = np.uint32 if 4 * n_v * n_v <= 2**32 else np.uint64  # the keys' dtype
+    touching: list[tuple[int, np.ndarray, np.ndarray]] = []  # (axis, values a, values b)
     for d in range(3):
-        n = mem.shape[d]
-        if n < 2:
+        if mem.shape[d] < 2:
             continue
-        ax = kd(2 - d if rev else d)
-        s = mem.strides[d] // mem.itemsize
-        np.not_equal(flat[: n_all - s], flat[s:], out=neq[: n_all - s])
-        neq[n_all - s :] = False
-        wrap: list[Any] = [slice(None)] * 3
-        wrap[d] = n - 1  # the last voxel along d has no neighbour (its +s wraps)
-        neq.reshape(mem.shape)[tuple(wrap)] = False
-        m = neq[: n_all - s]
-        if np.count_nonzero(m) * 3 > m.size:  # dense boundaries: whole-array operations
-            a, b = flat[: n_all - s], flat[s:]
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            if has_zero:
-                nz = lo != 0
-                if exposed is not None:  # faces towards the background
-                    exposed[:, ax] += np.bincount(hi[np.greater(m, nz)], minlength=k + 1)
-                np.logical_and(m, nz, out=m)
-            lo, hi = lo[m].astype(kd), hi[m].astype(kd)
-        else:  # sparse boundaries: gather the differing pairs only
-            idx = np.flatnonzero(m)
-            av = flat[idx]
-            bv = flat[idx + s]
-            if has_zero:
-                nz = (av != 0) & (bv != 0)
-                if exposed is not None:  # faces towards the background
-                    bgv = np.maximum(av, bv)[~nz]
-                    exposed[:, ax] += np.bincount(bgv, minlength=k + 1)
-                av, bv = av[nz], bv[nz]
-            av, bv = av.astype(kd), bv.astype(kd)
-            lo, hi = np.minimum(av, bv), np.maximum(av, bv)
-        keys.append((lo * kk + hi) * kd(4) + ax)
-    if not keys:
+        if d == 2:  # the fastest axis: each run meets the previous one, unless it starts a line
+            meets = np.flatnonzero(runs.c[1:])
+            av, bv = runs.value[meets], runs.value[meets + 1]
+        else:
+            s = mem.strides[d] // mem.itemsize
+            neq = np.empty(n_all, dtype=bool)
+            np.not_equal(flat[: n_all - s], flat[s:], out=neq[: n_all - s])
+            if d == 1:  # the last line of every plane has no neighbour (its +s wraps)
+                neq[n_all - s :] = False
+                neq.reshape(mem.shape)[:, -1, :] = False
+            idx = np.flatnonzero(neq[: n_all - s])
+            av, bv = flat[idx], flat[s:][idx]
+        touching.append((2 - d if runs.rev else d, av, bv))
+    keys = np.empty(sum(t[1].size for t in touching), dtype=kd)
+    start = 0
+    for ax, av, bv in touching:  # written in place, one axis after the other
+        key = keys[start : start + av.size]
+        start += av.size
+        np.minimum(av, bv, out=key)
+        key *= kd(n_v)
+        key += np.maximum(av, bv)
+        key *= kd(4)
+        key += kd(ax)
+    del touching
+    u, cnt = _count_keys(keys)
+    if u.size == 0:
         return empty, empty, np.zeros((0, 3), dtype=np.int64)
-    u, c = _count_keys(np.concatenate(keys))
+    axis = (u & kd(3)).astype(np.intp)
     pair = u >> kd(2)
-    new = np.ones(pair.size, dtype=bool)
+    lo = (pair // kd(n_v)).astype(np.intp)
+    hi = pair.astype(np.intp) - lo * n_v
+    if exposed is not None:  # both sides of every face between two values
+        flat_exposed = exposed.reshape(-1)  # (a view: exposed is C-contiguous)
+        np.add.at(flat_exposed, lo * 3 + axis, cnt)
+        np.add.at(flat_exposed, hi * 3 + axis, cnt)
+    new = np.empty(pair.size, dtype=bool)
+    new[0] = True
     np.not_equal(pair[1:], pair[:-1], out=new[1:])
-    faces = np.zeros((int(np.count_nonzero(new)), 3), dtype=np.int64)
-    faces[np.cumsum(new) - 1, (u & kd(3)).astype(np.int64)] = c
-    pair = pair[new]
-    lo, hi = (pair // kk).astype(np.int64), (pair % kk).astype(np.int64)
-    if exposed is not None:  # faces towards another value: both sides of every contact
-        for d in range(3):
-            exposed[:, d] += np.bincount(lo, weights=faces[:, d], minlength=k + 1).astype(np.int64)
-            exposed[:, d] += np.bincount(hi, weights=faces[:, d], minlength=k + 1).astype(np.int64)
-    return lo, hi, faces
+    row = np.cumsum(new)
+    row -= 1
+    faces = np.zeros((int(row[-1]) + 1, 3), dtype=np.int64)
+    faces.reshape(-1)[row * 3 + axis] = cnt
+    lo, hi = lo[new], hi[new]
+    fg = int(np.searchsorted(lo, 1))  # the pairs with the background (lo = 0) come first
+    return lo[fg:].astype(np.int64), hi[fg:].astype(np.int64), faces[fg:]
 
 
 def _slab_contacts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -791,111 +1061,6 @@ def _slab_contacts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return (u // nb).astype(np.int64), (u % nb).astype(np.int64), c
 
 
-def _shape_stats(
-    r: np.ndarray, k: int, resolution: tuple[float, float, float]
-) -> dict[str, np.ndarray]:
-    """Per-value shape statistics of a renumbered block (values ``0..k``; row ``v`` of each
-    result is value ``v``; coordinates are voxels from the block's first voxel, x, y, z).
-
-    * ``moments`` (float64, ``(k + 1, 9)``): sums of x, y, z, xx, yy, zz, xy, xz, yz over the
-      value's voxels (integers, exact in float64);
-    * ``rep`` (int64, ``(k + 1, 3)``): the value's voxel nearest (in nm) to its centroid,
-      ties to the lowest x, then y, then z (so it is inside it, and central unless the
-      value is strongly curved);
-    * ``chunk_faces`` (int64, ``(k + 1, 2, 3)``): its voxels on the block's first (row 0)
-      and last (row 1) slab along x, y and z.
-
-    One pass finds the runs of equal values along the fastest memory axis; everything else
-    is closed-form per run (sums of consecutive integers and of their squares).
-
-    >>> r = np.zeros((3, 2, 2), dtype=np.uint8); r[:, 0, 0] = 1; r[2, 1, 1] = 2
-    >>> st = _shape_stats(r, 2, (4.0, 4.0, 40.0))
-    >>> st["moments"][1:].tolist()
-    [[3.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0, 2.0, 1.0]]
-    >>> st["rep"][1:].tolist(), st["chunk_faces"][2].tolist()
-    ([[1, 0, 0], [2, 1, 1]], [[0, 0, 0], [1, 1, 1]])
-    """
-    n_v = k + 1
-    rev = not r.flags.c_contiguous  # memory axes (a, b, c) are (z, y, x)
-    mem = r if r.flags.c_contiguous else r.T
-    if not mem.flags.c_contiguous:
-        mem = np.ascontiguousarray(mem)
-    flat = mem.reshape(-1)
-    nb, nc = mem.shape[1], mem.shape[2]
-    moments = np.zeros((n_v, 9), dtype=np.float64)
-    rep = np.zeros((n_v, 3), dtype=np.int64)
-    faces = np.zeros((n_v, 2, 3), dtype=np.int64)
-    if flat.size == 0 or k == 0:
-        return {"moments": moments, "rep": rep, "chunk_faces": faces}
-    # runs of one value along the fastest axis (c): a run starts at every change of value
-    # and at every line start, and ends where the next one starts
-    first = np.empty(flat.size, dtype=bool)
-    first[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=first[1:])
-    first[::nc] = True
-    i0 = np.flatnonzero(first)
-    ln = np.diff(i0, append=flat.size).astype(np.float64)
-    lab = flat[i0]
-    fg = lab != 0
-    i0, ln, lab = i0[fg], ln[fg], lab[fg].astype(np.intp)
-    line, c0i = np.divmod(i0, nc)
-    ai, bi = np.divmod(line, nb)
-    # closed-form sums per run, in float64 (all integers below 2**53: exact)
-    c0, a, b = c0i.astype(np.float64), ai.astype(np.float64), bi.astype(np.float64)
-    # the run's middle cm: sum c = ln cm, sum c^2 = ln cm^2 + (ln^3 - ln) / 12
-    cm = c0 + (ln - 1) * 0.5
-    sc = ln * cm
-    scc = sc * cm + (ln * ln - 1) * ln / 12
-    sa, sb = a * ln, b * ln
-    if rev:  # x, y, z, xx, yy, zz, xy, xz, yz with (a, b, c) = (z, y, x)
-        per_run = (sc, sb, sa, scc, b * sb, a * sa, b * sc, a * sc, a * sb)
-    else:
-        per_run = (sa, sb, sc, a * sa, b * sb, scc, a * sb, a * sc, b * sc)
-    for j, w in enumerate(per_run):
-        moments[:, j] = np.bincount(lab, weights=w, minlength=n_v)
-    # the voxel nearest to the centroid: the voxel rounded from the centroid when it holds the
-    # value (the nearest voxel of all; ties to the lower coordinate), else the nearest point of
-    # each of the value's runs, then the best run
-    cnt = np.bincount(lab, weights=ln, minlength=n_v)
-    mu = moments[:, :3] / np.maximum(cnt, 1)[:, None]
-    near = np.ceil(mu - 0.5).astype(np.int64)
-    rep[:] = near
-    rest = np.flatnonzero(r[near[:, 0], near[:, 1], near[:, 2]] != np.arange(n_v))
-    rest = rest[rest > 0]
-    if rest.size:
-        todo = np.zeros(n_v, dtype=bool)
-        todo[rest] = True
-        j = np.flatnonzero(todo[lab])
-        lab, ai, bi, a, b, c0, ln = lab[j], ai[j], bi[j], a[j], b[j], c0[j], ln[j]
-        res = np.asarray(resolution, dtype=np.float64)
-        ia, ic = (2, 0) if rev else (0, 2)
-        mc = mu[:, ic][lab]
-        c = np.clip(np.ceil(mc - 0.5), c0, c0 + ln - 1)  # ties: the lower c
-        da = (a - mu[:, ia][lab]) * res[ia]
-        db = (b - mu[:, 1][lab]) * res[1]
-        dc = (c - mc) * res[ic]
-        dx, dz = (dc, da) if rev else (da, dc)
-        d2 = dx * dx + db * db + dz * dz  # summed in x, y, z order whatever the memory order
-        best = np.full(n_v, np.inf)
-        np.minimum.at(best, lab, d2)
-        cand = np.flatnonzero(d2 == best[lab])
-        xyz = np.empty((cand.size, 3), dtype=np.int64)
-        xyz[:, ia], xyz[:, 1], xyz[:, ic] = ai[cand], bi[cand], c[cand]
-        o = np.lexsort((xyz[:, 2], xyz[:, 1], xyz[:, 0], lab[cand]))
-        lc = lab[cand[o]]
-        top = np.ones(o.size, dtype=bool)
-        top[1:] = lc[1:] != lc[:-1]
-        rep[lc[top]] = xyz[o[top]]
-    rep[0] = 0
-    # voxels on the six faces of the block
-    for d in range(3):
-        for side, at in enumerate((0, -1)):
-            sl: list[Any] = [slice(None)] * 3
-            sl[d] = at
-            faces[:, side, d] = np.bincount(r[tuple(sl)].ravel(), minlength=n_v)[:n_v]
-    return {"moments": moments, "rep": rep, "chunk_faces": faces}
-
-
 def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]:
     """Relabel one atomic chunk, write it, and return its supervoxels and contacts.
 
@@ -904,8 +1069,13 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
     ``high[d]``: last slab), and :func:`build_supervoxel_graph` pairs the ``high`` slab
     of a chunk with the ``low`` slab of its +d neighbour. This is the same as reading a
     one-voxel halo, without decoding the neighbour's stored chunks a second time.
+
+    The block is renumbered to segment numbers (``1..k`` in ascending label order, 0 =
+    background) in place, so every per-value result is already in supervoxel order; it is
+    then cut once into runs along its fastest memory axis (:class:`_Runs`), from which the
+    sizes, boxes, centroids, moments, representative voxels and the contacts along that
+    axis are computed.
     """
-    import cc3d
     import fastremap
 
     from cavelab.server.engine.ids import GrapheneLayout
@@ -932,44 +1102,38 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
     vals = np.fromiter(mapping.values(), dtype=np.int64, count=k)
     order = np.argsort(keys)
     labels = keys[order]
-    rvals = vals[order]  # renumbered value of the i-th smallest label
-    seg_of = np.zeros(k + 1, dtype=np.uint16 if k < 2**16 else np.uint32)
-    seg_of[rvals] = np.arange(1, k + 1)
-    base = layout.chunk_ids(1, coord[0], coord[1], coord[2])
-    lut = np.zeros(k + 1, dtype=np.uint64)
-    lut[1:] = base | seg_of[1:].astype(np.uint64)
+    small = np.uint16 if k < 2**16 else np.uint32
+    seg_of = np.zeros(k + 1, dtype=small)  # renumbered value -> segment number
+    seg_of[vals[order]] = np.arange(1, k + 1)
+    # the block as segment numbers, in place (one pass over its memory buffer)
+    r = r.astype(small, copy=False)
+    if not (r.flags.c_contiguous or r.flags.f_contiguous):
+        r = np.ascontiguousarray(r)
+    fastremap.remap_from_array((r if r.flags.c_contiguous else r.T).reshape(-1), seg_of)
+    lut = np.zeros(k + 1, dtype=np.uint64)  # segment number -> supervoxel ID
+    lut[1:] = layout.chunk_ids(1, coord[0], coord[1], coord[2]) | np.arange(
+        1, k + 1, dtype=np.uint64
+    )
     t2 = time.perf_counter()
 
-    has_zero = True
-    if k:
-        st = cc3d.statistics(r, no_slice_conversion=True)
-        counts = np.asarray(st["voxel_counts"], dtype=np.int64)
-        has_zero = bool(counts[0] > 0)
-        sizes = counts[rvals]
-        bb = np.asarray(st["bounding_boxes"], dtype=np.int64)[rvals]
-        cen = np.asarray(st["centroids"], dtype=np.float64)[rvals]
-    else:
-        sizes = np.zeros(0, dtype=np.int64)
-        bb = np.zeros((0, 6), dtype=np.int64)
-        cen = np.zeros((0, 3), dtype=np.float64)
+    # sizes, bounding boxes, centroids (and the moments) from the runs along the fastest axis
+    runs = _Runs(r)
+    st = _value_stats(runs, k)
+    sizes = st["sizes"][1:]
     org = np.asarray(lo, dtype=np.int64) + np.asarray(ctx.voxel_offset, dtype=np.int64)
     bbox = np.empty((k, 6), dtype=np.int32)
-    bbox[:, 0:3] = bb[:, 0::2] + org
-    bbox[:, 3:6] = bb[:, 1::2] + 1 + org
-    centroid = (cen + org).astype(np.float32)
+    bbox[:, 0:3] = st["bbox"][1:, 0:3] + org
+    bbox[:, 3:6] = st["bbox"][1:, 3:6] + 1 + org
+    centroid = (st["moments"][1:, :3] / sizes[:, None] + org).astype(np.float32)
     t3 = time.perf_counter()
 
     # contacts inside the chunk (filtered against edges.parquet by the caller), per axis,
     # and every value's faces towards another value or the background
     exposed = np.zeros((k + 1, 3), dtype=np.int64)
-    ra, rb, fxyz = _inner_contacts(r, k, has_zero, exposed)
-    sa = seg_of[ra]
-    sb = seg_of[rb]
-    small = np.uint16 if k < 2**16 else np.uint32
-    ca, cb = np.minimum(sa, sb) - 1, np.maximum(sa, sb) - 1
-    o = np.lexsort((cb, ca))  # sorted by (lo, hi) segment, as the saved contacts are
-    inner = (ca[o].astype(small), cb[o].astype(small), fxyz[o].sum(axis=1).astype(np.uint32))
-    inner_xyz = fxyz[o].astype(np.int32)
+    ca, cb, fxyz = _inner_contacts(r, k, exposed, runs)  # sorted by (lo, hi) segment
+    total = fxyz[:, 0] + fxyz[:, 1] + fxyz[:, 2]
+    inner = ((ca - 1).astype(small), (cb - 1).astype(small), total.astype(np.uint32))
+    inner_xyz = fxyz.astype(np.int32)
     # boundary slabs (segment numbers) for the contacts across faces
     low: list[np.ndarray | None] = []
     high: list[np.ndarray | None] = []
@@ -977,16 +1141,16 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
         first: list[Any] = [slice(None)] * 3
         last: list[Any] = [slice(None)] * 3
         first[d], last[d] = 0, -1
-        low.append(seg_of[r[tuple(first)]] if coord[d] > 0 else None)
-        high.append(seg_of[r[tuple(last)]] if hi[d] < ctx.size[d] else None)
+        low.append(r[tuple(first)].copy() if coord[d] > 0 else None)
+        high.append(r[tuple(last)].copy() if hi[d] < ctx.size[d] else None)
     t4 = time.perf_counter()
 
     # shape statistics per supervoxel (for the L2 features, cavelab.server.morphology)
-    shape = _shape_stats(r, k, ctx.resolution)
-    rep_voxel = (shape["rep"][rvals] + org).astype(np.int32)
+    rep_voxel = _rep_voxels(r, runs, st["moments"], st["sizes"], ctx.resolution)[1:] + org
+    chunk_faces = _chunk_faces(r, k)[1:].astype(np.int32)
     t5 = time.perf_counter()
 
-    ctx.out.write(coord, lo, hi, lut[np.ascontiguousarray(r)])
+    ctx.out.write_segments(coord, lo, hi, r, lut)
     t6 = time.perf_counter()
     return {
         "labels": labels,
@@ -997,15 +1161,19 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
         "inner_xyz": inner_xyz,
         "low": low,
         "high": high,
-        "moments": shape["moments"][rvals],
-        "faces": exposed[rvals].astype(np.int32),
-        "chunk_faces": shape["chunk_faces"][rvals].astype(np.int32),
-        "rep": rep_voxel,
+        "moments": st["moments"][1:],
+        "faces": exposed[1:].astype(np.int32),
+        "chunk_faces": chunk_faces,
+        "rep": rep_voxel.astype(np.int32),
         "voxels": int(r.size),
         "t": np.array([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5]),
     }
 
 
+#: The timed parts of :func:`_process_chunk` (``chunk_<stage>`` in the report's timings):
+#: the block's read; renumbering to segment numbers; the runs and the per-value sums (sizes,
+#: boxes, centroids, moments); contacts, exposed faces and boundary slabs; representative
+#: voxels and chunk-face voxels; the shard write.
 _STAGES = ("read", "relabel", "statistics", "contacts", "shape", "write")
 
 
