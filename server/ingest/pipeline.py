@@ -219,10 +219,14 @@ def ingest(
     # build next to the destination and swap it in only when complete: a failed ingest leaves
     # no half-written dataset, and --overwrite never loses the old one to a bad source
     work = dst.parent / f".{dst.name}.partial"
+    seg_cache = dst.parent / f".{dst.name}.segcache"  # chunk copies for the L2-feature pass
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(seg_cache, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         sv_stats: dict[str, np.ndarray] = {}
+        if l2_features == "all":
+            seg_cache.mkdir(parents=True)
         g, report = build_supervoxel_graph(
             src,
             work,
@@ -231,6 +235,7 @@ def ingest(
             progress=progress,
             workers=workers,
             sv_stats=sv_stats,
+            seg_cache=seg_cache if l2_features == "all" else None,
         )
         meta.created_ms = now_ms()
         l2 = level2_membership(meta, g) if l2_features != "none" else None
@@ -242,7 +247,7 @@ def ingest(
             sv_row = level2_rows(*l2)
             dt_job = start_dt_pass(
                 work, meta, g.sv_ids, sv_row, g.sv_sizes, sv_stats["sv_moments"], l2[0],
-                workers=workers, progress=progress,
+                workers=workers, progress=progress, seg_cache=seg_cache,
             )
         hreport = write_dataset(work, meta, g, extra=sv_stats, l2=l2)
         if l2 is not None:
@@ -284,4 +289,5 @@ def ingest(
         work.rename(dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(seg_cache, ignore_errors=True)
     return report

@@ -657,6 +657,7 @@ class _Context:
     n_layers: int
     spatial_bits: int
     resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seg_cache: str | None = None  # where each chunk's segment-number block is kept (segcache)
     _out: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1150,6 +1151,10 @@ def _process_chunk(ctx: _Context, coord: tuple[int, int, int]) -> dict[str, Any]
     chunk_faces = _chunk_faces(r, k)[1:].astype(np.int32)
     t5 = time.perf_counter()
 
+    if ctx.seg_cache is not None:  # for the L2-feature pass (cavelab.server.ingest.segcache)
+        from cavelab.server.ingest.segcache import save_block
+
+        save_block(ctx.seg_cache, coord, r, k)
     ctx.out.write_segments(coord, lo, hi, r, lut)
     t6 = time.perf_counter()
     return {
@@ -1437,6 +1442,7 @@ def build_supervoxel_graph(
     progress: bool = True,
     workers: int = 2,
     sv_stats: dict[str, np.ndarray] | None = None,
+    seg_cache: str | Path | None = None,
 ) -> tuple[SupervoxelGraph, dict[str, Any]]:
     """Cut the source labels into graphene supervoxels and build their graph.
 
@@ -1463,6 +1469,9 @@ def build_supervoxel_graph(
         Receives the per-supervoxel shape statistics (:data:`SV_STAT_ARRAYS`; rows in
         supervoxel order), which the L2 features (:mod:`cavelab.server.morphology`) are
         computed from.
+    seg_cache : str or Path, optional
+        A directory that receives each chunk's block as segment numbers
+        (:mod:`cavelab.server.ingest.segcache`), for the L2-feature pass.
 
     Returns
     -------
@@ -1543,6 +1552,7 @@ def build_supervoxel_graph(
         n_layers=int(meta.n_layers),
         spatial_bits=int(meta.spatial_bits),
         resolution=tuple(float(v) for v in meta.resolution),  # type: ignore[arg-type]
+        seg_cache=None if seg_cache is None else str(seg_cache),
     )
     coords = [(x, y, z) for x in range(grid[0]) for y in range(grid[1]) for z in range(grid[2])]
     with _ChunkRunner(ctx, coords, workers) as runner:

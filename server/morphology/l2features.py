@@ -453,7 +453,6 @@ def dt_features_from_voxels(
     >>> f["rep_coord_nm"].tolist()
     [[4.0, 4.0, 0.0], [12.0, 0.0, 0.0]]
     """
-    import edt
     import fastremap
 
     res = np.asarray(resolution, dtype=np.float64)
@@ -473,7 +472,22 @@ def dt_features_from_voxels(
     m = present.size
     lut = np.zeros(int(vals.max(initial=0)) + 1, dtype=np.uint32 if m >= 2**16 - 1 else np.uint16)
     lut[vals[hit]] = lab_of.ravel() + 1
-    lab = lut[r]
+    return _dt_from_labels(lut[r], present, block_origin, res, all_features, centroids)
+
+
+def _dt_from_labels(
+    lab: np.ndarray,
+    present: np.ndarray,
+    block_origin: Sequence[int] | np.ndarray,
+    res: np.ndarray,
+    all_features: bool = False,
+    centroids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`dt_features_from_voxels` on a block already labelled ``1..m`` (0 = background),
+    label ``i`` standing for key ``present[i - 1]`` (``centroids`` are indexed by key)."""
+    import edt
+
+    m = present.size
     out: dict[str, np.ndarray] = {
         "l2": present,
         "n_voxels": np.zeros(m, dtype=np.int64),
@@ -675,6 +689,30 @@ def _dt_chunk(task: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return f["l2"] + base, f["max_dt_nm"], f["mean_dt_nm"], f["rep_coord_nm"]
 
 
+def _dt_cached_chunk(task: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+    """:func:`_dt_chunk` from the ingest's segment-number copy of the chunk: segment ``s`` is the
+    chunk's ``s``-th supervoxel, ``rows[s - 1]`` its L2 row (the rows of a chunk are contiguous)."""
+    from cavelab.server.ingest.segcache import load_block
+
+    cache, coord, lo, rows, cen = task
+    meta: DatasetMeta = _DT_WORKER["meta"]
+    block, k = load_block(cache, coord)
+    if k != rows.size:
+        raise ValueError(f"chunk {coord}: {k} segments in the scratch copy, {rows.size} supervoxels")
+    base = int(rows.min())
+    m = int(rows.max()) - base + 1
+    lut = np.zeros(k + 1, dtype=np.uint16 if m < 2**16 - 1 else np.uint32)
+    lut[1:] = rows - base + 1
+    f = _dt_from_labels(
+        lut[block],
+        np.arange(m, dtype=np.int64),
+        lo + np.asarray(meta.voxel_offset),
+        np.asarray(meta.resolution, dtype=np.float64),
+        centroids=cen,
+    )
+    return f["l2"] + base, f["max_dt_nm"], f["mean_dt_nm"], f["rep_coord_nm"]
+
+
 def compute_all(
     dataset_dir: str | Path,
     *,
@@ -741,13 +779,15 @@ def start_dt_pass(
     *,
     workers: int = 1,
     progress: bool = False,
+    seg_cache: str | Path | None = None,
 ) -> Future[dict[str, np.ndarray]]:
     """Start the distance-transform features of every L2 node in the background.
 
     Used by ``cavelab ingest`` as soon as the segmentation is written and the L2 membership is
     known (``sv_row``: each supervoxel's L2 row, ``0..n_l2-1``), so the pass over the chunks
     runs while the hierarchy is built and saved. The future resolves to ``max_dt_nm``,
-    ``mean_dt_nm`` and the exact ``rep_coord_nm`` with one row per L2 node.
+    ``mean_dt_nm`` and the exact ``rep_coord_nm`` with one row per L2 node. ``seg_cache``: the
+    chunk pass's segment-number copies (read instead of the uint64 segmentation).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -762,7 +802,7 @@ def start_dt_pass(
             "rep_coord_nm": np.zeros((n_l2, 3), dtype=np.float64),
         }
         d = Path(dataset_dir)
-        for l2, mx, mean, rep in _dt_pass(d, meta, sv_ids, sv_row, cen, workers, progress):
+        for l2, mx, mean, rep in _dt_pass(d, meta, sv_ids, sv_row, cen, workers, progress, seg_cache):
             out["max_dt_nm"][l2] = mx
             out["mean_dt_nm"][l2] = mean
             out["rep_coord_nm"][l2] = rep
@@ -782,8 +822,10 @@ def _dt_pass(
     centroid: np.ndarray,
     workers: int,
     progress: bool,
+    seg_cache: str | Path | None = None,
 ) -> Iterable[tuple[np.ndarray, ...]]:
-    """(l2 index, max_dt, mean_dt, rep_coord) per atomic chunk holding supervoxels."""
+    """(l2 index, max_dt, mean_dt, rep_coord) per atomic chunk holding supervoxels; with
+    ``seg_cache`` (:mod:`cavelab.server.ingest.segcache`) the chunks come from there."""
     from tqdm.auto import tqdm
 
     chunk = meta.layout.chunk_coords(sv_ids).astype(np.int64)
@@ -797,7 +839,12 @@ def _dt_pass(
     for a, b in zip(starts.tolist(), stops.tolist()):
         lo, hi = _chunk_box(meta, chunk[a])
         p = parent[a:b]
-        tasks.append((lo, hi, sv_ids[a:b], p, centroid[p.min() : p.max() + 1]))
+        cen = centroid[p.min() : p.max() + 1]
+        if seg_cache is not None:
+            tasks.append((str(seg_cache), tuple(chunk[a].tolist()), lo, p, cen))
+        else:
+            tasks.append((lo, hi, sv_ids[a:b], p, cen))
+    work = _dt_cached_chunk if seg_cache is not None else _dt_chunk
     bar = tqdm(total=len(tasks), unit="chunk", desc="L2 features", disable=not progress)
     # a process pool pays off only on volumes that take seconds (its start costs ~0.3 s)
     if workers > 1 and len(tasks) > 1 and int(np.prod(meta.size)) >= _POOL_MIN_VOXELS:
@@ -812,14 +859,14 @@ def _dt_pass(
             initializer=_dt_init,
             initargs=(str(d), meta.to_json()),
         ) as pool:
-            for r in pool.map(_dt_chunk, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+            for r in pool.map(work, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
                 bar.update(1)
                 yield r
     else:
         _dt_init(str(d), meta.to_json())
         for t in tasks:
             bar.update(1)
-            yield _dt_chunk(t)
+            yield work(t)
     bar.close()
 
 
