@@ -52,22 +52,67 @@ def a_cell(truth, ledger, min_svs: int = 30) -> int:
     raise AssertionError("no cell big enough")
 
 
-def check_l2_features(client, volume, truth, l2_ids, sets) -> None:
-    """size_nm3 exact; rep_coord_nm inside the node; features present with CAVE's shapes."""
+def voxel_truth(volume, truth, members: set[int]) -> dict:
+    """An L2 node's features computed here from the voxels of its chunk (numpy/scipy only)."""
+    from scipy.ndimage import distance_transform_edt
+
+    res = np.asarray(truth.resolution, dtype=float)
+    cs = np.asarray(truth.chunk_size, dtype=int)
+    sv = np.array(sorted(members), dtype=np.uint64)
+    c = decode_chunks(sv[:1], int(truth.meta["spatial_bits"]))[0]
+    lo = c * cs
+    hi = np.minimum(lo + cs, volume.shape)
+    mask = np.isin(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], sv)
+    face = np.array([res[1] * res[2], res[0] * res[2], res[0] * res[1]])
+    # faces between the node and anything else inside the chunk (not on the chunk's planes)
+    area = sum(np.count_nonzero(np.diff(mask.astype(np.int8), axis=d)) * face[d] for d in range(3))
+    pts = np.argwhere(mask) * res
+    centred = pts - pts.mean(axis=0)
+    _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+    # distance to the nearest voxel of the chunk that is not the node's (chunk planes are no boundary)
+    dt = np.floor(distance_transform_edt(mask, sampling=res)[mask]) if not mask.all() else None
+    return {"size_nm3": mask.sum() * res.prod(), "area_nm2": area, "n": int(mask.sum()), "pca": vt, "pca_val": sing,
+            "max_dt_nm": None if dt is None else dt.max(), "mean_dt_nm": None if dt is None else dt.mean()}
+
+
+def check_l2_features(client, volume, truth, l2_ids, sets) -> dict[str, int]:
+    """Served features against the voxels: size exact; area exact (CAVE's uint32 floor); rep point
+    inside the node; max/mean distance within 1 nm / 1 %; PCA axes (float16) within 0.01 and
+    singular values within 0.5 % where CAVE serves them (>= 0.01 µm³ and at most 10,000 voxels,
+    above which CAVE samples points)."""
+    from cavelab.server.morphology.l2features import PCA_MAX_POINTS
+
     res = np.asarray(truth.resolution, dtype=float)
     data = client.l2cache.get_l2data([int(x) for x in l2_ids])
+    checked = {"nodes": 0, "dt": 0, "pca_val": 0, "pca_axes": 0}
     for l2, members in zip(l2_ids, sets):
         d = data[str(int(l2))]
-        vox = voxels_of(volume, members)
-        assert d["size_nm3"] == pytest.approx(len(vox) * float(np.prod(res)))
+        t = voxel_truth(volume, truth, members)
+        checked["nodes"] += 1
+        assert d["size_nm3"] == pytest.approx(t["size_nm3"])
+        assert d["area_nm2"] == int(t["area_nm2"])
         rep = np.floor(np.asarray(d["rep_coord_nm"]) / res).astype(int)
         assert int(volume[tuple(rep)]) in members, "rep_coord_nm lies inside the L2 node"
+        if t["max_dt_nm"] is not None:
+            assert abs(d["max_dt_nm"] - t["max_dt_nm"]) <= 1
+            assert d["mean_dt_nm"] == pytest.approx(t["mean_dt_nm"], rel=0.01, abs=1)
+            checked["dt"] += 1
         if d["size_nm3"] >= 1e7:  # CAVE computes no PCA below 0.01 µm³
-            assert np.asarray(d["pca"]).shape == (3, 3) and len(d["pca_val"]) == 3
+            pca = np.asarray(d["pca"])
+            assert pca.shape == (3, 3) and len(d["pca_val"]) == 3
+            if 3 <= t["n"] <= PCA_MAX_POINTS:
+                v = t["pca_val"]  # decreasing, as the served values
+                np.testing.assert_allclose(d["pca_val"], v, rtol=5e-3, atol=1e-3)
+                checked["pca_val"] += 1
+                for i in range(3):  # an axis is defined where its value stands apart (sign free)
+                    if min(abs(v[i] - v[j]) for j in (i - 1, i + 1) if 0 <= j < 3) > 0.05 * v[0]:
+                        assert abs(abs(pca[i] @ t["pca"][i]) - 1) < 0.01
+                        checked["pca_axes"] += 1
         else:
             assert "pca" not in d and "pca_val" not in d
         assert np.asarray(d["chunk_intersect_count"]).shape == (2, 3)
         assert d["area_nm2"] > 0 and d["max_dt_nm"] > 0 and d["mean_dt_nm"] > 0
+    return checked
 
 
 def test_l2cache_has_cache_and_metadata(client) -> None:
@@ -90,7 +135,8 @@ def test_l2_features_match_the_voxels(client, truth, ledger, volume) -> None:
         assert leaves == sets[k]
         ordered.append(sets[k])
     assert len(ordered) == len(sets)
-    check_l2_features(client, volume, truth, l2_ids, ordered)
+    checked = check_l2_features(client, volume, truth, l2_ids, ordered)
+    assert checked["dt"] and checked["pca_val"] and checked["pca_axes"], checked
     table = client.l2cache.get_l2data_table([int(x) for x in l2_ids[:5]])
     assert {"rep_coord_nm_x", "pca_val_0", "size_nm3"} <= set(table.columns)
 
@@ -118,6 +164,18 @@ def test_new_l2_nodes_after_edits_have_features_at_once(client, truth, ledger, e
     assert new_l2 in l2_ids.tolist()
     # asked for at once: the worker's copy if it is done, else computed on the spot for this call
     check_l2_features(client, volume, truth, [new_l2], [sets[by_sv[a]]])
+    # split the two cells apart again: every L2 node of both sides against the voxels
+    _, split_roots, removed = editor.split([a], [b], new_roots[0])
+    assert len(split_roots) == 2 and removed
+    for sv in (a, b):
+        root = int(client.chunkedgraph.get_root_id(sv))
+        assert root in split_roots
+        l2_ids = [int(x) for x in client.chunkedgraph.get_leaves(root, stop_layer=2)]
+        sets = l2_sets(ledger, truth, ledger.component_of(sv))
+        by_sv = {s: k for k, members in enumerate(sets) for s in members}
+        ordered = [sets[by_sv[int(client.chunkedgraph.get_leaves(x)[0])]] for x in l2_ids]
+        assert len(l2_ids) == len(sets)
+        check_l2_features(client, volume, truth, l2_ids, ordered)
 
 
 def test_skeleton_dict_and_swc(client, truth, ledger) -> None:
