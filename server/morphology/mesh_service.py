@@ -106,15 +106,18 @@ class MeshService:
                 return
             l2, roots = item
             try:
-                if l2.size:
-                    self._ensure(l2)
-                for r in roots.tolist():  # cached neighbours whose cell changed across a chunk border
+                # cached L2 meshes of the new roots whose neighbourhood changed cell (an edit
+                # next to them), then one meshing call for them and the new L2 nodes (so a
+                # chunk holding both is read once)
+                stale: list[int] = []
+                for r in roots.tolist():
                     leaves = self.cg.get_leaves(int(r), stop_layer=2)
                     with self._lock:
                         have = {i: self._store[i] for i in leaves.tolist() if i in self._store}
-                    stale = stale_contexts(self.cg, have)
-                    if stale:
-                        self._ensure(np.asarray(stale, dtype=np.uint64), force=stale)
+                    stale += stale_contexts(self.cg, have)
+                todo = np.unique(np.concatenate([l2, np.asarray(stale, dtype=np.uint64)]))
+                if todo.size:
+                    self._ensure(todo, force=stale)
             except Exception:  # a failed prefetch is retried on demand
                 log.exception("cavelab: meshes of %d new L2 nodes failed", l2.size)
             finally:

@@ -22,9 +22,11 @@ without storage, and makes the L2 meshes of a cell **fit together exactly**:
 * :func:`root_mesh` - a root's L2 meshes (cached by L2 ID) stitched into one mesh.
 
 An L2 node's mesh depends on which neighbouring supervoxels belong to its cell: an edit across a
-chunk border changes that without minting a new L2 ID. Each mesh therefore carries its
-*context* (:class:`MeshContext`: the supervoxels in contact with the node's and whether each
-was in the cell); :func:`stale_contexts` tells which cached meshes an edit made stale.
+chunk border (or next to the node in its chunk) changes that without minting a new L2 ID. Each
+mesh therefore carries its *context* (:class:`MeshContext`: every supervoxel within one voxel of
+the node's voxels, 26-neighbourhood, that is not the node's own, and whether each was in the
+cell); a marching cube's corners are such neighbours, so the mesh changes only if one of them
+changed cell, and :func:`stale_contexts` tells exactly which cached meshes an edit made stale.
 
 Coordinates: global nm, voxel ``i`` spanning ``[(i + voxel_offset) * r, (i + 1 + voxel_offset) * r)``
 (voxel corners, as ``rep_coord_nm``); vertices lie on the segments between voxel centres.
@@ -37,8 +39,7 @@ graphene source decodes.
 
 Caveats: cubes are assigned by corner, so two L2 nodes of one cell in the same chunk that touch
 only diagonally both bound their shared cubes from their own side (rare, tiny). A historical L2
-ID is meshed against the cells of now. Contacts are the graph's supervoxel edges, so a change of
-cell of a supervoxel that touches a node only diagonally is not seen by :func:`stale_contexts`.
+ID is meshed against the cells of now.
 
 Example::
 
@@ -86,8 +87,9 @@ _NOW = 2**62
 
 @dataclass(frozen=True)
 class MeshContext:
-    """What an L2 mesh assumed about its neighbours: supervoxels touching the node's (graph
-    edges, active or not) and whether each was in the node's cell when it was meshed."""
+    """What an L2 mesh assumed about its neighbours: the supervoxels within one voxel of the
+    node's voxels (26-neighbourhood, not the node's own) and whether each was in the node's cell
+    when it was meshed."""
 
     neighbours: np.ndarray  # uint64 supervoxel IDs
     in_cell: np.ndarray  # bool, one per neighbour
@@ -238,25 +240,30 @@ _CORNERS = np.array(
 )
 
 
-def _cube_owner(cubes: np.ndarray, cell: np.ndarray, node: np.ndarray, q: int) -> np.ndarray:
-    """Node label (``node``, -1 none) of each cube's first corner whose ``cell`` label is ``q``.
+def _cube_owner(cubes: np.ndarray, cell: np.ndarray, node: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Node label (``node``, -1 none) of each cube's first corner whose ``cell`` label is ``q``
+    (one ``q`` per cube, or one for all).
 
     ``cubes``: ``(T, 3)`` low corners in block voxels (may be -1 or ``shape - 1``: padding).
     """
-    shape = np.asarray(cell.shape, dtype=np.int64)
     owner = np.full(cubes.shape[0], -1, dtype=np.int64)
-    done = np.zeros(cubes.shape[0], dtype=bool)
-    for off in _CORNERS:
-        p = cubes + off
-        inb = np.all((p >= 0) & (p < shape), axis=1) & ~done
-        if not np.any(inb):
-            continue
-        i = np.flatnonzero(inb)
-        pi = p[i]
-        hit = cell[pi[:, 0], pi[:, 1], pi[:, 2]] == q
-        j = i[hit]
-        owner[j] = node[pi[hit, 0], pi[hit, 1], pi[hit, 2]]
-        done[j] = True
+    if not cubes.shape[0]:
+        return owner
+    # pad one voxel on every side (no cell, no node) so that every corner is inside
+    cp = np.pad(cell, 1).ravel()
+    npd = np.pad(node, 1, constant_values=-1).ravel()
+    sy, sz = cell.shape[1] + 2, cell.shape[2] + 2
+    c = cubes + 1
+    base = (c[:, 0] * sy + c[:, 1]) * sz + c[:, 2]
+    qq = np.broadcast_to(np.asarray(q, dtype=cp.dtype), base.shape)
+    todo = np.arange(base.size)
+    for dx, dy, dz in _CORNERS.tolist():
+        if not todo.size:
+            break
+        p = base[todo] + ((dx * sy + dy) * sz + dz)
+        hit = cp[p] == qq[todo]
+        owner[todo[hit]] = npd[p[hit]]
+        todo = todo[~hit]
     return owner
 
 
@@ -278,8 +285,9 @@ def l2_meshes(
     """Meshes of L2 nodes, ``{l2_id: Mesh}`` (global nm; an empty mesh for a node with no surface).
 
     One read per chunk (the asked nodes' voxels' box in the chunk, with one voxel of overlap on
-    every face) and one ``zmesh`` pass for all the asked nodes of that chunk; each node gets the triangles of its cell's surface in the
-    cubes it owns (module docstring), so the meshes of a cell's L2 nodes meet exactly.
+    every face) and one ``zmesh`` pass for all the asked nodes of that chunk; each node gets the
+    triangles of its cell's surface in the cubes it owns (module docstring; ownership is decided
+    for all triangles of the block at once), so the meshes of a cell's L2 nodes meet exactly.
     ``simplify`` applies zmesh's quadric simplification (``reduction_factor``; ``max_error`` nm,
     default the finest voxel size), which keeps the seams (boundary vertices) in place.
     Each mesh's ``context`` records its neighbours (see :func:`stale_contexts`).
@@ -368,96 +376,139 @@ def _mesh_chunk(
     bhi = np.minimum(hi_c + 1, size)
     block = segmentation.read_box(blo + offset, bhi + offset)
     r, remap = fastremap.renumber(np.ascontiguousarray(block), preserve_zero=True, in_place=False)
+    del block
     n_lab = int(max(remap.values(), default=0)) + 1
     lab_ids = np.zeros(n_lab, dtype=np.uint64)
     if remap:
         lab_ids[np.fromiter(remap.values(), np.int64, len(remap))] = np.fromiter(remap.keys(), np.uint64, len(remap))
-    with lock:  # cells of now: the block's supervoxels and the nodes' neighbours, at one instant
+    with lock:  # cells of now: the block's supervoxels and the nodes' own, at one instant
         sidx, found = state.sv_index(lab_ids)
         found[0] = False
         lab_root = np.full(n_lab, -1, dtype=np.int64)
         lab_root[found] = _roots_of_svs(state, sidx[found])
         own_root = _roots_of_svs(state, my_svs)
-        e = np.unique(state.incident_edges(my_svs))
-        ends = np.asarray(state.e_sv.a[e], dtype=np.int64).reshape(-1, 2)
-        pos = state.positions(my_svs, ends)
-        nb_owner, nb_sv = [], []
-        for a, b in ((0, 1), (1, 0)):
-            m = pos[:, a] >= 0
-            oa = my_owner[pos[m, a]]
-            ob = np.where(pos[m, b] >= 0, my_owner[np.maximum(pos[m, b], 0)], -1)
-            keep = ob != oa
-            nb_owner.append(oa[keep])
-            nb_sv.append(ends[m, b][keep])
-        nb_owner_a = np.concatenate(nb_owner)
-        nb_sv_a = np.concatenate(nb_sv)
-        if nb_sv_a.size:
-            pairs = np.unique(np.stack([nb_owner_a, nb_sv_a], axis=1), axis=0)
-            nb_owner_a, nb_sv_a = pairs[:, 0], pairs[:, 1]
-        nb_root = _roots_of_svs(state, nb_sv_a)
-        nb_ids = state.sv_ids[nb_sv_a]
-    # node label of each block label (-1: not one of these nodes' supervoxels)
-    lab_node = np.full(n_lab, -1, dtype=np.int64)
+    # local node (0..k-1, position in ``nodes``) of each block label; -1: none of these nodes
+    k = int(nodes.size)
+    node_of_j = np.full(int(ids.size), -1, dtype=np.int64)
+    node_of_j[nodes] = np.arange(k)
+    lab_node = np.full(n_lab, -1, dtype=np.int32)
     if my_svs.size:
         o = np.argsort(my_svs)
         ss = my_svs[o]
         p = np.minimum(np.searchsorted(ss, sidx), ss.size - 1)
         hit = found & (ss[p] == sidx)
-        lab_node[hit] = my_owner[o[p[hit]]]
+        lab_node[hit] = node_of_j[my_owner[o[p[hit]]]]
     # the cells to mesh: the roots of the nodes' own supervoxels
     cells = np.unique(own_root[own_root >= 0])
     lab_cell = np.zeros(n_lab, dtype=np.uint32)
     if cells.size:
-        cpos = np.searchsorted(cells, lab_root)
-        cpos = np.minimum(cpos, cells.size - 1)
+        cpos = np.minimum(np.searchsorted(cells, lab_root), cells.size - 1)
         inc = (lab_root >= 0) & (cells[cpos] == lab_root)
         lab_cell[inc] = (cpos[inc] + 1).astype(np.uint32)
+    r = r.astype(np.int32, copy=False) if r.dtype.itemsize > 4 else r
     cell = lab_cell[r]
     node = lab_node[r]
-    node_cells = {int(j): set(np.unique(own_root[my_owner == j]).tolist()) for j in nodes.tolist()}
-    contexts = {}
-    for j in nodes.tolist():
-        m = nb_owner_a == j
-        rc = np.asarray(sorted(node_cells[j]), dtype=np.int64)
-        contexts[j] = MeshContext(nb_ids[m].astype(np.uint64), np.isin(nb_root[m], rc))
-    pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {j: [] for j in nodes.tolist()}
+    boxes = None
+    if sv_bbox is not None and my_svs.size:  # each node's voxels' box, in block voxels
+        loc = node_of_j[my_owner]
+        boxes = np.zeros((k, 6), dtype=np.int64)
+        boxes[:, :3] = np.iinfo(np.int64).max
+        np.minimum.at(boxes[:, :3], loc, bb[:, :3] - offset - blo)
+        np.maximum.at(boxes[:, 3:], loc, bb[:, 3:] - offset - blo)
+    contexts = _contexts(node, r, k, n_lab, lab_ids, lab_root, own_root, node_of_j[my_owner], boxes)
     shape = np.asarray(cell.shape, dtype=np.int64)
     at_lo = blo == 0  # block faces on the volume's faces: the padding cubes there are kept
     at_hi = bhi == size
     origin = blo + offset
     mesher.mesh(cell, close=True)
+    verts, faces, tri_q, nv = [], [], [], 0
     for q in (int(x) for x in mesher.ids()):
         zm = mesher.get(q, normals=False, voxel_centered=True)
         mesher.erase(q)
-        v = np.asarray(zm.vertices, dtype=np.float64) / res - 1.0  # block voxel units (padding)
-        f = np.asarray(zm.faces, dtype=np.int64)
+        f = np.asarray(zm.faces, dtype=np.int64).reshape(-1, 3)
         if not f.size:
             continue
-        cubes = np.floor(v[f].min(axis=1) - 0.5).astype(np.int64)
-        keep = np.all((cubes >= 0) | at_lo, axis=1) & np.all((cubes <= shape - 2) | at_hi, axis=1)
-        tri_owner = np.full(f.shape[0], -1, dtype=np.int64)
-        tri_owner[keep] = _cube_owner(cubes[keep], cell, node, q)
-        vg = (v + origin) * res
-        for j in np.unique(tri_owner[tri_owner >= 0]).tolist():
-            if j in pieces:
-                pieces[j].append(_submesh(vg, f[tri_owner == j]))
+        verts.append(np.asarray(zm.vertices, dtype=np.float64).reshape(-1, 3))
+        faces.append(f + nv)
+        tri_q.append(np.full(f.shape[0], q, dtype=np.uint32))
+        nv += verts[-1].shape[0]
     mesher.clear()
     out: dict[int, Mesh] = {}
-    for j, parts in pieces.items():
-        if not parts:
-            out[int(ids[j])] = _empty(contexts[j])
-            continue
-        mesh = merge_vertices(Mesh.concatenate([Mesh(pv, pf) for pv, pf in parts]))
-        if simplify and mesh.n_faces:
-            sm = mesher.simplify(
-                zmesh.Mesh(mesh.vertices, mesh.faces, None),
-                reduction_factor=int(reduction_factor),
-                max_error=max_error,
-                compute_normals=False,
-            )
-            mesh = Mesh(np.asarray(sm.vertices), np.asarray(sm.faces))
-        mesh.context = contexts[j]
-        out[int(ids[j])] = mesh
+    if faces:
+        v = np.concatenate(verts) / res - 1.0  # block voxel units (close=True pads one voxel)
+        f = np.concatenate(faces)
+        tq = np.concatenate(tri_q)
+        cubes = np.floor(v[f].min(axis=1) - 0.5).astype(np.int64)
+        keep = np.all((cubes >= 0) | at_lo, axis=1) & np.all((cubes <= shape - 2) | at_hi, axis=1)
+        f, tq, cubes = f[keep], tq[keep], cubes[keep]
+        tri_owner = _cube_owner(cubes, cell, node, tq)
+        vg = (v + origin) * res
+        sel = tri_owner >= 0
+        f, tq, tri_owner = f[sel], tq[sel], tri_owner[sel]
+        order = np.argsort(tri_owner, kind="stable")
+        so = tri_owner[order]
+        starts = np.flatnonzero(np.r_[True, so[1:] != so[:-1]]) if so.size else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], so.size]
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            loc = int(so[s])
+            rows = order[s:e]
+            pv, pf = _submesh(vg, f[rows])
+            mesh = Mesh(pv, pf)
+            qs = tq[rows]
+            if qs.min() != qs.max():  # a node in two cells (historical IDs): join its patches
+                mesh = merge_vertices(mesh)
+            if simplify and mesh.n_faces:
+                sm = mesher.simplify(
+                    zmesh.Mesh(mesh.vertices, mesh.faces, None),
+                    reduction_factor=int(reduction_factor),
+                    max_error=max_error,
+                    compute_normals=False,
+                )
+                mesh = Mesh(np.asarray(sm.vertices), np.asarray(sm.faces))
+            j = int(nodes[loc])
+            mesh.context = contexts[loc]
+            out[int(ids[j])] = mesh
+    for loc, j in enumerate(nodes.tolist()):
+        if int(ids[j]) not in out:
+            out[int(ids[j])] = _empty(contexts[loc])
+    return out
+
+
+def _contexts(
+    node: np.ndarray,
+    r: np.ndarray,
+    k: int,
+    n_lab: int,
+    lab_ids: np.ndarray,
+    lab_root: np.ndarray,
+    own_root: np.ndarray,
+    own_loc: np.ndarray,
+    boxes: np.ndarray | None,
+) -> list[MeshContext]:
+    """Each local node's context: the supervoxels of the block within one voxel (26-neighbourhood)
+    of the node's voxels that are not the node's own, and whether each is in the node's cell.
+
+    A marching cube has its 8 corners within one voxel of each other, so a node's triangles (the
+    cubes it owns and their shapes) depend on exactly these supervoxels' cells. ``boxes``:
+    ``(k, 6)`` block-voxel boxes of the nodes' voxels (lo, hi exclusive), or None (whole block)."""
+    from scipy import ndimage
+
+    shape = np.asarray(node.shape, dtype=np.int64)
+    ball = np.ones((3, 3, 3), dtype=bool)
+    out = []
+    for i in range(k):
+        if boxes is None:
+            lo, hi = np.zeros(3, np.int64), shape
+        else:
+            lo = np.maximum(boxes[i, :3] - 1, 0)
+            hi = np.minimum(boxes[i, 3:] + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo.tolist(), hi.tolist()))
+        mask = node[box] == i
+        ring = ndimage.binary_dilation(mask, structure=ball) & ~mask
+        lb = np.unique(r[box][ring]).astype(np.int64)
+        lb = lb[lb != 0]
+        mine = np.unique(own_root[(own_loc == i) & (own_root >= 0)])
+        out.append(MeshContext(lab_ids[lb].astype(np.uint64), np.isin(lab_root[lb], mine)))
     return out
 
 
@@ -497,7 +548,12 @@ def merge_vertices(mesh: Mesh, quantum: float | None = None) -> Mesh:
         return mesh
     q = 1.0 / 64 if quantum is None else float(quantum)
     key = np.rint(mesh.vertices.astype(np.float64) / q).astype(np.int64)
-    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    key -= key.min(axis=0)
+    if int(key.max()) < 1 << 21:  # pack the three coordinates into one integer: a 1-d unique
+        flat = (key[:, 0] << 42) | (key[:, 1] << 21) | key[:, 2]
+        _, first, inv = np.unique(flat, return_index=True, return_inverse=True)
+    else:
+        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
     inv = inv.ravel()
     f = inv[mesh.faces.astype(np.int64)]
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])

@@ -360,3 +360,47 @@ def test_service_cache_is_bounded_and_mesh_all(graph: ChunkedGraph) -> None:
         assert stats["faces"] > 0
     finally:
         svc.close()
+
+
+def test_service_meshes_exact_after_many_merges(tmp_path: Path, dataset: Path) -> None:
+    """Every L2 mesh cached (unsimplified) before a series of merges of touching cells (in one
+    chunk and across chunk borders); after each merge the service's stitched mesh of the merged
+    cell is exactly the marching cubes of the cell's voxel mask (same faces, same vertices, no
+    open edge): every L2 mesh the edit changed was re-meshed, also those of nodes touching the
+    other cell only diagonally (a cube's corners are 26-neighbours)."""
+    import zarr
+
+    cg = _copy(tmp_path, dataset)
+    svc = MeshService(cg, simplify=False)
+    try:
+        vol = np.asarray(zarr.open_array(str(tmp_path / "ds" / "segmentation.zarr"), mode="r")[:])
+        svc.mesh_all()
+        st = cg.state
+        e = np.flatnonzero(~st.e_active.a)
+        a, b = st.e_sv.a[e].T
+        roots = cg.get_roots(st.sv_ids)
+        rng = np.random.default_rng(3)
+        done = 0
+        for k in rng.permutation(np.flatnonzero(roots[a] != roots[b])).tolist():
+            sa, sb = int(st.sv_ids[a[k]]), int(st.sv_ids[b[k]])
+            if cg.get_root(sa) == cg.get_root(sb):  # joined by an earlier merge
+                continue
+            cg.merge([[sa], [sb]], user="test")
+            assert svc.wait_idle(60)
+            merged = int(cg.get_root(sa))
+            assert all(svc.cached(cg.get_leaves(merged, stop_layer=2).tolist()))
+            m = svc.root_mesh(merged)
+            rootvol, _, _ = _root_volume(cg, vol)
+            truth = _cell_truth(cg, rootvol == merged)
+            assert open_edges(m) == 0
+            assert m.n_faces == truth.n_faces
+            va = np.unique(np.rint(m.vertices.astype(np.float64) * 64).astype(np.int64), axis=0)
+            vb = np.unique(np.rint(truth.vertices.astype(np.float64) * 64).astype(np.int64), axis=0)
+            assert np.array_equal(va, vb)
+            done += 1
+            if done == 6:
+                break
+        assert done == 6
+    finally:
+        svc.close()
+        cg.close()
