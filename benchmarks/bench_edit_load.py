@@ -1,0 +1,88 @@
+"""Sustained edits with and without the morphology workers attached (issue 4's question: do the
+L2-feature and mesh workers, which share the process and the GIL with edits, slow editing down?).
+
+Opens a work copy of an ingested dataset in process, runs merge + undo pairs for ``--seconds``
+(bench_graph's sustained-edit loop) bare, then again with ``MorphologyService`` and
+``MeshService`` attached, and reports edits per minute, the workers' backlog when the loop stops
+and how long they take to drain it. Results go to ``benchmarks/results/edit_load_<preset>.json``.
+
+    python benchmarks/bench_edit_load.py --preset large --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_annotations import work_copy
+
+
+def edit_loop(cg: Any, rng: np.random.Generator, seconds: float) -> dict[str, float]:
+    from cavelab.server.errors import CavelabError
+
+    st, ids, n = cg.state, cg.state.sv_ids, cg.state.sv_ids.size
+    t0 = time.perf_counter()
+    count = 0
+    while time.perf_counter() - t0 < seconds:
+        s = int(rng.integers(0, n))
+        e = st.incident_edges(np.array([s]))
+        e = e[~st.e_active.a[e]]
+        if not e.size:
+            continue
+        a, b = st.e_sv.a[int(e[0])]
+        try:
+            res = cg.merge([[int(ids[a])], [int(ids[b])]], user="bench")
+            count += 1
+            cg.undo(res.operation_id, user="bench")
+            count += 1
+        except CavelabError:
+            continue
+    return {"edits": count, "seconds": time.perf_counter() - t0, "edits_per_minute": count / (time.perf_counter() - t0) * 60}
+
+
+def main() -> None:
+    from cavelab.server.engine.graph import ChunkedGraph
+    from cavelab.server.morphology.mesh_service import open_mesh_service
+    from cavelab.server.morphology.service import open_service
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--preset", default="large")
+    ap.add_argument("--dataset", help="ingested dataset dir (default /tmp/cavelab_<preset>_ds)")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    a = ap.parse_args()
+    ds = Path(a.dataset or f"/tmp/cavelab_{a.preset}_ds")
+    work = Path(tempfile.mkdtemp(prefix="cavelab-bench-edits-"))
+    res: dict[str, Any] = {"preset": a.preset, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        cg = ChunkedGraph.open(work_copy(ds, work / "ds"))
+        rng = np.random.default_rng(7)
+        res["bare"] = edit_loop(cg, rng, a.seconds)
+        print("bare:", res["bare"], flush=True)
+        morph, meshes = open_service(cg), open_mesh_service(cg)
+        morph.warmed.wait(600)
+        res["with_workers"] = edit_loop(cg, rng, a.seconds)
+        t0 = time.perf_counter()
+        res["with_workers"]["backlog_at_stop"] = {"features": morph.pending(), "meshes": meshes.pending()}
+        while (morph.pending() or meshes.pending()) and time.perf_counter() - t0 < 1800:
+            time.sleep(0.1)
+        res["with_workers"]["drain_seconds"] = time.perf_counter() - t0
+        print("with workers:", res["with_workers"], flush=True)
+        res["ratio"] = res["with_workers"]["edits_per_minute"] / res["bare"]["edits_per_minute"]
+        morph.close()
+        meshes.close()
+        cg.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = Path(__file__).parent / "results" / f"edit_load_{a.preset}.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
