@@ -305,6 +305,16 @@ def render(res: dict) -> str:
     rows = [
         ("Ingest rate", f"{fmt(ing['supervoxels_per_second'])} sv/s", "—", f"≥ {TARGETS['ingest_sv_per_s']:,.0f} sv/s", "—"),
         ("Ingest wall time / peak RSS", f"{fmt(ing['wall_s'])} s / {ing['peak_rss_gib']:.1f} GiB", "—", "—", "—"),
+    ]
+    if ing.get("l2_features"):
+        rows[0] = (f"Ingest rate (graph only: `--l2-features {ing['l2_features']}`)",) + rows[0][1:]
+    wf = res.get("ingest_with_features")
+    if wf:
+        rows.append((
+            "Ingest with every L2 feature (the default `--l2-features all`: distance-transform pass overlapped with the hierarchy)",
+            f"{fmt(wf['supervoxels_per_second'])} sv/s; {fmt(wf['wall_s'])} s / {wf['peak_rss_gib']:.1f} GiB", "—", "—", "—",
+        ))
+    rows += [
         ("Root lookup, caveclient over HTTP", f"{fmt(http['root_http_caveclient_ms']['p50'])} / {fmt(http['root_http_caveclient_ms']['p95'])} ms" if http else "n/a", CAVE["root"], "≤ 2 ms", f"networkx BFS: {fmt(ip['naive_networkx_bfs_root_ms']['p50'])} ms"),
         ("Root lookup, raw keep-alive HTTP (no caveclient)", f"{fmt(http['root_http_raw_ms']['p50'])} / {fmt(http['root_http_raw_ms']['p95'])} ms" if http.get("root_http_raw_ms") else "n/a", CAVE["root"], "≤ 2 ms", "—"),
         ("Root lookup, in process (single)", f"{fmt(ip['root_single_ms']['p50'] * 1000)} / {fmt(ip['root_single_ms']['p95'] * 1000)} µs", CAVE["root"], "—", "—"),

@@ -183,6 +183,16 @@ def bench_http(srv: Any, sets: dict[str, list[int]], n_pcg: int) -> dict[str, An
     def skeleton(r: int) -> dict[str, Any]:
         return cl.skeleton.get_skeleton(int(r), output_format="dict")
 
+    if sets.get("skeleton_parts"):  # where a cold caveclient skeleton call spends its time
+        parts: dict[str, list[float]] = {"is_valid_nodes": [], "raw_get": []}
+        sess = requests.Session()
+        sess.headers.update(srv.headers)
+        for r in sets["skeleton_parts"]:
+            parts["is_valid_nodes"].append(timed(cl.chunkedgraph.is_valid_nodes, int(r))[0] * 1e3)
+            url = f"{srv.url}/skeletoncache/api/v1/{srv.name}/async/get_skeleton/4/{int(r)}/flatdict"
+            parts["raw_get"].append(timed(lambda u=url: sess.get(u, timeout=600).raise_for_status())[0] * 1e3)
+        out["skeleton_cold_parts_ms"] = {k: pct(v) for k, v in parts.items()}
+        print(f"  cold skeleton parts: {out['skeleton_cold_parts_ms']}", flush=True)
     cold = {}
     for key, fn in (("volume", volume), ("summary", summary), ("skeleton", skeleton)):
         ms = [timed(fn, r)[0] * 1e3 for r in sets[key]]
@@ -421,7 +431,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         sets["pcg_cold"] = rest[2 * k + a.summary_cold: 2 * k + a.summary_cold + a.pcg_cold]
         used = set(pool[: 2 * k + a.summary_cold + a.pcg_cold + n]) | set(big)
         nb = a.big
-        big_ip, big_http = big[:nb], big[nb: 2 * nb]
+        big_ip, big_http, big_parts = big[:nb], big[nb: 2 * nb], big[2 * nb: 2 * nb + nb // 2]
         res["merges_planned"] = merges = pick_merges(cg, roots_all, used, a.merges + a.merges_cold + a.mesh_merges, rng)
         del roots_all
         print("in-process measurements ...", flush=True)
@@ -443,7 +453,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 if big_http:
                     print(f"  {len(big_http)} big neurons ...", flush=True)
                     h2 = len(big_http) // 2
-                    res["http_big"] = bench_http(srv, {"volume": big_http[:h2], "summary": [], "skeleton": big_http[h2:]}, len(big_http))
+                    res["http_big"] = bench_http(srv, {"volume": big_http[:h2], "summary": [], "skeleton": big_http[h2:],
+                                                       "skeleton_parts": big_parts}, len(big_http))
             except Exception as e:
                 res["missing"].append(f"HTTP figures failed: {type(e).__name__}: {e}")
                 res["http_error"] = traceback.format_exc()

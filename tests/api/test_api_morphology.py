@@ -256,6 +256,11 @@ def test_bad_morphology_requests(api, truth, client) -> None:
     assert out == {str(sv): {}, str(root): {}}  # not L2 IDs: no data, as CAVE answers
     r = requests.post(f"{S}/bulk/get_cached_skeletons/4/flatdict", json={"root_ids": [sv]}, headers=api.s.headers, timeout=30)
     assert r.status_code == 200 and r.json() == {str(sv): "invalid_rid"}
+    many = ",".join([str(root)] * 600)  # huge bulk requests: refused with the limit named
+    r = api.get(f"{S}/bulk/get_skeletons/4/flatdict/false/{many}")
+    assert r.status_code == 400 and "limit" in r.json()["message"]
+    r = api.post(f"{base}/api/morphology/{truth.name}/summary", json={"root_ids": [root] * 600})
+    assert r.status_code == 400 and "limit" in r.json()["message"]
     assert api.status()["ready"]
 
 
