@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--preset", default="large")
     ap.add_argument("--dataset", help="ingested dataset dir (default /tmp/cavelab_<preset>_ds)")
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--drain-limit", type=float, default=120.0, help="seconds to wait for the workers' backlog")
     a = ap.parse_args()
     ds = Path(a.dataset or f"/tmp/cavelab_{a.preset}_ds")
     work = Path(tempfile.mkdtemp(prefix="cavelab-bench-edits-"))
@@ -69,9 +70,10 @@ def main() -> None:
         res["with_workers"] = edit_loop(cg, rng, a.seconds)
         t0 = time.perf_counter()
         res["with_workers"]["backlog_at_stop"] = {"features": morph.pending(), "meshes": meshes.pending()}
-        while (morph.pending() or meshes.pending()) and time.perf_counter() - t0 < 1800:
+        while (morph.pending() or meshes.pending()) and time.perf_counter() - t0 < a.drain_limit:
             time.sleep(0.1)
         res["with_workers"]["drain_seconds"] = time.perf_counter() - t0
+        res["with_workers"]["backlog_after_drain_limit"] = {"features": morph.pending(), "meshes": meshes.pending()}
         print("with workers:", res["with_workers"], flush=True)
         res["ratio"] = res["with_workers"]["edits_per_minute"] / res["bare"]["edits_per_minute"]
         morph.close()

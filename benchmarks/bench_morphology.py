@@ -316,7 +316,7 @@ def render_section(res: dict[str, Any]) -> str:
     rc = res.get("refresh_cold") or {}
     nb = res["neurons"]
     rows = [
-        ("Volume, in process, **cold** (first request: features computed from voxels)", _pp(ip.get("volume_cold_ms")), "710 ms", "≤ 10 ms"),
+        ("Volume, in process, **cold** (first request for the neuron)", _pp(ip.get("volume_cold_ms")), "710 ms", "≤ 10 ms"),
         ("Volume, in process, warm (features cached)", _pp(ip.get("volume_warm_ms")), "710 ms", "≤ 10 ms"),
         ("Volume, caveclient `get_leaves` + `l2cache.get_l2data` summed, **cold**", _pp(h.get("volume_cold_ms")), "710 ms", "≤ 10 ms"),
         ("Volume, caveclient `get_leaves` + `l2cache.get_l2data` summed, warm", _pp(h.get("volume_warm_ms")), "710 ms", "≤ 10 ms"),
