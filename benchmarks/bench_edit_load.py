@@ -21,29 +21,7 @@ from typing import Any
 
 import numpy as np
 from bench_annotations import work_copy
-
-
-def edit_loop(cg: Any, rng: np.random.Generator, seconds: float) -> dict[str, float]:
-    from cavelab.server.errors import CavelabError
-
-    st, ids, n = cg.state, cg.state.sv_ids, cg.state.sv_ids.size
-    t0 = time.perf_counter()
-    count = 0
-    while time.perf_counter() - t0 < seconds:
-        s = int(rng.integers(0, n))
-        e = st.incident_edges(np.array([s]))
-        e = e[~st.e_active.a[e]]
-        if not e.size:
-            continue
-        a, b = st.e_sv.a[int(e[0])]
-        try:
-            res = cg.merge([[int(ids[a])], [int(ids[b])]], user="bench")
-            count += 1
-            cg.undo(res.operation_id, user="bench")
-            count += 1
-        except CavelabError:
-            continue
-    return {"edits": count, "seconds": time.perf_counter() - t0, "edits_per_minute": count / (time.perf_counter() - t0) * 60}
+from bench_graph import sustained_edits
 
 
 def main() -> None:
@@ -63,11 +41,11 @@ def main() -> None:
     try:
         cg = ChunkedGraph.open(work_copy(ds, work / "ds"))
         rng = np.random.default_rng(7)
-        res["bare"] = edit_loop(cg, rng, a.seconds)
+        res["bare"] = sustained_edits(cg, rng, a.seconds)
         print("bare:", res["bare"], flush=True)
         morph, meshes = open_service(cg), open_mesh_service(cg)
         morph.warmed.wait(600)
-        res["with_workers"] = edit_loop(cg, rng, a.seconds)
+        res["with_workers"] = sustained_edits(cg, rng, a.seconds)
         t0 = time.perf_counter()
         res["with_workers"]["backlog_at_stop"] = {"features": morph.pending(), "meshes": meshes.pending()}
         while (morph.pending() or meshes.pending()) and time.perf_counter() - t0 < a.drain_limit:

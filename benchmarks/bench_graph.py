@@ -96,6 +96,31 @@ def fresh_copy(ds: Path, work: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- measurements
+def sustained_edits(cg, rng: np.random.Generator, seconds: float) -> dict[str, float]:
+    """Merge a random inactive edge and undo it, again and again for ``seconds`` (durable log)."""
+    from cavelab.server.errors import CavelabError
+
+    st, ids, n = cg.state, cg.state.sv_ids, cg.state.sv_ids.size
+    t0 = time.perf_counter()
+    count = 0
+    while time.perf_counter() - t0 < seconds:
+        s = int(rng.integers(0, n))
+        e = st.incident_edges(np.array([s]))
+        e = e[~st.e_active.a[e]]
+        if not e.size:
+            continue
+        a, b = st.e_sv.a[int(e[0])]
+        try:
+            res = cg.merge([[int(ids[a])], [int(ids[b])]], user="bench")
+            count += 1
+            cg.undo(res.operation_id, user="bench")
+            count += 1
+        except CavelabError:
+            continue
+    dur = time.perf_counter() - t0
+    return {"edits": count, "seconds": dur, "edits_per_minute": count / dur * 60}
+
+
 def bench_inprocess(ds: Path, rng: np.random.Generator, quick: bool) -> dict:
     from cavelab.server.engine.graph import ChunkedGraph
     from cavelab.server.errors import CavelabError
@@ -167,24 +192,7 @@ def bench_inprocess(ds: Path, rng: np.random.Generator, quick: bool) -> dict:
     r["split_cell_supervoxels"] = pct(sizes)
 
     # sustained edit rate: merge then undo it, for a fixed wall time
-    dur = 15.0 if quick else 60.0
-    t0 = time.perf_counter()
-    count = 0
-    while time.perf_counter() - t0 < dur:
-        s = int(rng.integers(0, n))
-        e = st.incident_edges(np.array([s]))
-        e = e[~st.e_active.a[e]]
-        if not e.size:
-            continue
-        a, b = st.e_sv.a[int(e[0])]
-        try:
-            res = cg.merge([[int(ids[a])], [int(ids[b])]], user="bench")
-            count += 1
-            cg.undo(res.operation_id, user="bench")
-            count += 1
-        except CavelabError:
-            continue
-    r["edits_per_minute"] = count / (time.perf_counter() - t0) * 60
+    r["edits_per_minute"] = sustained_edits(cg, rng, 15.0 if quick else 60.0)["edits_per_minute"]
 
     # replay cost of the log written above
     n_ops = len(cg.operations)

@@ -54,13 +54,20 @@ def _post(client: Any, path: str, **kw: Any) -> Any:
 
     url = f"{client.server_address.rstrip('/')}/{path}"
     r = requests.post(url, headers={"Authorization": f"Bearer {client.auth.token}"}, timeout=3600, **kw)
+    _raise_for(r)
+    return r.json()
+
+
+def _raise_for(r: Any) -> None:
+    """Raise ``requests.HTTPError`` with the server's message for a failed response."""
+    import requests
+
     if not r.ok:
         try:
             message = r.json().get("message", r.text)
         except ValueError:
             message = r.text
         raise requests.HTTPError(f"{r.status_code}: {message}", response=r)
-    return r.json()
 
 
 def bulk_insert(client: Any, table: str, frame: Any, batch_rows: int = 1_000_000, progress: bool = True) -> Any:
@@ -127,12 +134,7 @@ def root_mesh(client: Any, root_id: int) -> Any:
 
     url = f"{client.server_address.rstrip('/')}/api/morphology/{client.datastack_name}/mesh/{int(root_id)}"
     r = requests.get(url, headers={"Authorization": f"Bearer {client.auth.token}"}, timeout=3600)
-    if not r.ok:
-        try:
-            message = r.json().get("message", r.text)
-        except ValueError:
-            message = r.text
-        raise requests.HTTPError(f"{r.status_code}: {message}", response=r)
+    _raise_for(r)
     return Mesh.from_precomputed(r.content)
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cavelab.server.errors import InputError, InvalidNodeError
+from cavelab.server.morphology.inflight import Inflight
 from cavelab.server.morphology.meshes import (
     REDUCTION_FACTOR,
     Mesh,
@@ -79,7 +80,7 @@ class MeshService:
         self.max_error = max_error
         self._store: OrderedDict[int, Mesh] = OrderedDict()
         self._bytes = 0
-        self._inflight: dict[int, threading.Event] = {}
+        self._inflight = Inflight()
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue()
         self._busy = 0
@@ -175,8 +176,6 @@ class MeshService:
         IDs another thread is meshing are waited for, not meshed twice."""
         ids = np.unique(np.asarray(ids, dtype=np.uint64))
         forced = {int(i) for i in force}
-        mine: list[int] = []
-        theirs: list[threading.Event] = []
         got: dict[int, Mesh] = {}
         with self._lock:
             for i in ids.tolist():
@@ -184,13 +183,7 @@ class MeshService:
                 if m is not None:
                     self._store.move_to_end(i)
                     got[i] = m
-                    continue
-                ev = self._inflight.get(i)
-                if ev is None:
-                    self._inflight[i] = threading.Event()
-                    mine.append(i)
-                else:
-                    theirs.append(ev)
+            mine, theirs = self._inflight.claim(i for i in ids.tolist() if i not in got)
         try:
             if mine:
                 new = self._compute(np.asarray(mine, dtype=np.uint64))
@@ -198,8 +191,7 @@ class MeshService:
                 got.update(new)
         finally:
             with self._lock:
-                for i in mine:
-                    self._inflight.pop(i).set()
+                self._inflight.release(mine)
         for ev in theirs:
             ev.wait()
         left = [i for i in ids.tolist() if i not in got]

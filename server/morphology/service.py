@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cavelab.server.errors import InputError, InvalidNodeError
+from cavelab.server.morphology.inflight import Inflight
 from cavelab.server.morphology.skeleton import Skeleton, skeletonize_graph
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class MorphologyService:
         self.attributes = attributes
         self._record = record or _plain_record
         self._store: dict[int, dict[str, Any]] = {}
-        self._inflight: dict[int, threading.Event] = {}
+        self._inflight = Inflight()
         self._lock = threading.Lock()
         self._skeletons: OrderedDict[int, Skeleton] = OrderedDict()
         self._skeleton_cache = skeleton_cache
@@ -105,18 +106,8 @@ class MorphologyService:
     def _ensure(self, ids: np.ndarray) -> None:
         """Compute the features of the IDs not stored yet; IDs another thread is computing are
         waited for, not computed twice (the edit worker and requests often ask for the same)."""
-        mine: list[int] = []
-        theirs: list[threading.Event] = []
         with self._lock:
-            for i in ids.tolist():
-                if i in self._store:
-                    continue
-                ev = self._inflight.get(i)
-                if ev is None:
-                    self._inflight[i] = threading.Event()
-                    mine.append(i)
-                else:
-                    theirs.append(ev)
+            mine, theirs = self._inflight.claim(i for i in ids.tolist() if i not in self._store)
         try:
             if mine:
                 todo = np.asarray(mine, dtype=np.uint64)
@@ -127,8 +118,7 @@ class MorphologyService:
                         self._store[i] = row
         finally:
             with self._lock:
-                for i in mine:
-                    self._inflight.pop(i).set()
+                self._inflight.release(mine)
         for ev in theirs:
             ev.wait()
         with self._lock:
