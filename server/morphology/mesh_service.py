@@ -84,6 +84,7 @@ class MeshService:
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue()
         self._busy = 0
+        self._viewed: OrderedDict[int, None] = OrderedDict()  # roots whose meshes were asked for
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="cavelab-meshes", daemon=True)
         self._worker.start()
@@ -98,24 +99,42 @@ class MeshService:
         if l2.size or roots.size:
             with self._lock:
                 self._busy += 1
-            self._queue.put((l2, roots))
+            self._queue.put((l2, roots, np.asarray(delta.old_roots, dtype=np.uint64)))
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            l2, roots = item
+            l2, roots, old_roots = item
             try:
                 # cached L2 meshes of the new roots whose neighbourhood changed cell (an edit
                 # next to them), then one meshing call for them and the new L2 nodes (so a
                 # chunk holding both is read once)
+                # Only cells someone has viewed are kept meshed: an edit of cells whose meshes
+                # nobody asked for, or whose result a later edit already replaced, is left for the
+                # first request; so editing unviewed cells costs no meshing (zmesh holds the GIL
+                # while it runs).
+                with self._lock:
+                    viewed = any(int(r) in self._viewed for r in old_roots.tolist())
                 stale: list[int] = []
-                for r in roots.tolist():
+                wanted: list[np.ndarray] = []
+                latest = self.cg.is_latest_roots(roots) if roots.size else np.zeros(0, dtype=bool)
+                for r, is_latest in zip(roots.tolist(), np.asarray(latest, dtype=bool).tolist()):
+                    if not is_latest:
+                        continue
                     leaves = self.cg.get_leaves(int(r), stop_layer=2)
                     with self._lock:
                         have = {i: self._store[i] for i in leaves.tolist() if i in self._store}
+                    if not (viewed or have):
+                        continue
+                    self._mark_viewed(int(r))
+                    wanted.append(leaves)
                     stale += stale_contexts(self.cg, have)
+                if wanted:
+                    l2 = l2[np.isin(l2, np.concatenate(wanted))]
+                else:
+                    l2 = l2[:0]
                 todo = np.unique(np.concatenate([l2, np.asarray(stale, dtype=np.uint64)]))
                 if todo.size:
                     self._ensure(todo, force=stale)
@@ -124,6 +143,13 @@ class MeshService:
             finally:
                 with self._lock:
                     self._busy -= 1
+
+    def _mark_viewed(self, root: int, limit: int = 100_000) -> None:
+        with self._lock:
+            self._viewed[root] = None
+            self._viewed.move_to_end(root)
+            while len(self._viewed) > limit:
+                self._viewed.popitem(last=False)
 
     def pending(self) -> int:
         """Edits whose new L2 nodes are not meshed yet (0 once every edit's nodes are done)."""
@@ -272,6 +298,7 @@ class MeshService:
         """``[(l2 id, mesh)]`` of a node's L2 nodes; with ``verify`` only those with a surface
         (meshed now if needed), else every L2 node (mesh ``None`` when not cached)."""
         l2 = self.leaves(node_id)
+        self._mark_viewed(int(node_id))
         if not verify:
             with self._lock:
                 return [(i, self._store.get(i)) for i in l2.tolist()]
@@ -286,6 +313,7 @@ class MeshService:
         True
         """
         l2 = self.leaves(root)
+        self._mark_viewed(int(root))
         got = self._refresh_stale(l2)
         return merge_vertices(Mesh.concatenate([got[i] for i in l2.tolist()]))
 

@@ -404,3 +404,25 @@ def test_service_meshes_exact_after_many_merges(tmp_path: Path, dataset: Path) -
     finally:
         svc.close()
         cg.close()
+
+
+def test_edits_of_unviewed_cells_mesh_nothing_until_asked(tmp_path: Path, dataset: Path) -> None:
+    """The worker keeps only viewed cells meshed: an edit of cells nobody asked meshes for costs
+    no meshing; the first request then meshes the new cell, closed."""
+    cg = _copy(tmp_path, dataset)
+    svc = MeshService(cg)
+    try:
+        a, b = in_chunk_merge(cg)
+        cg.merge([[a], [b]], user="test")
+        assert svc.wait_idle(60)
+        root = int(cg.get_root(a))
+        leaves = cg.get_leaves(root, stop_layer=2).tolist()
+        assert not any(svc.cached(leaves))  # nothing meshed without a viewer
+        assert open_edges(svc.root_mesh(root)) == 0  # viewed now: meshed on request
+        cg.split([[a]], [[b]], user="test")  # an edit of a viewed cell: kept meshed
+        assert svc.wait_idle(60)
+        for sv in (a, b):
+            assert all(svc.cached(cg.get_leaves(int(cg.get_root(sv)), stop_layer=2).tolist()))
+    finally:
+        svc.close()
+        cg.close()
