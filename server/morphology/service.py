@@ -90,7 +90,13 @@ class MorphologyService:
             if ids is None:
                 return
             try:
-                self._ensure(ids)
+                # nodes a later edit already replaced are left for a request (if one ever comes):
+                # at a burst of edits the worker then only does the work that lasts
+                roots = np.asarray(self.cg.get_roots(ids), dtype=np.uint64)
+                live = roots != 0
+                live[live] = np.asarray(self.cg.is_latest_roots(roots[live]), dtype=bool)
+                if np.any(live):
+                    self._ensure(ids[live])
             except Exception:  # a failed prefetch is retried on demand
                 log.exception("cavelab: L2 features of %d new nodes failed", ids.size)
 

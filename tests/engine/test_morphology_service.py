@@ -94,3 +94,39 @@ def test_worker_warms_up_before_the_first_edit(graph: ChunkedGraph) -> None:
     counts = np.bincount(np.asarray(lo, dtype=np.int64), minlength=feats.stats.sv_ids.size)
     assert np.array_equal(ptr, np.concatenate([[0], np.cumsum(counts)]))  # CSR offsets by lower sv
     svc.close()
+
+
+def test_worker_skips_nodes_a_later_edit_replaced(graph: ChunkedGraph) -> None:
+    """At a burst of edits the worker computes only nodes still in a current cell; the others are
+    computed if a request ever asks for them."""
+    import threading
+
+    from cavelab.server.morphology.l2features import ATTRIBUTES
+    from cavelab.server.morphology.service import MorphologyService
+
+    real = L2Features.open(graph)
+    go = threading.Event()
+    computed: list[int] = []
+
+    class Held:
+        def warm(self) -> None:
+            go.wait(30)  # the worker starts only when the test says so
+
+        def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+            computed.extend(int(i) for i in ids)
+            return real(ids)
+
+    svc = MorphologyService(graph, Held(), ATTRIBUTES)
+    a, b = in_chunk_merge(graph)
+    res = graph.merge([[a], [b]], user="test")
+    merged_l2 = int(graph.get_roots([a], stop_layer=2)[0])
+    graph.undo(res.operation_id, user="test")
+    current = [int(x) for x in graph.get_roots([a, b], stop_layer=2)]
+    go.set()
+    deadline = time.monotonic() + 30
+    while (svc.pending() or not all(svc.cached(current))) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(svc.cached(current)) and merged_l2 not in computed
+    # asked for anyway, the replaced node is computed on request
+    assert svc.l2_data(np.array([merged_l2], dtype=np.uint64))[merged_l2]["size_nm3"] > 0
+    svc.close()
