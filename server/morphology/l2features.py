@@ -77,6 +77,7 @@ chunk); :class:`L2Features` serves features by L2 ID for a :class:`ChunkedGraph`
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -93,6 +94,8 @@ if TYPE_CHECKING:
     from cavelab.server.engine.graph import ChunkedGraph
     from cavelab.server.engine.segmentation import Segmentation
     from cavelab.server.engine.state import GraphState
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ATTRIBUTES",
@@ -898,6 +901,32 @@ def cave_record(
     return rec
 
 
+_NODE_POOL: dict[str, Any] = {}
+
+
+def _node_pool_init(dataset_dir: str, meta_json: dict[str, Any]) -> None:
+    """The feature process: the dataset's statistics, boxes and volume, memory-mapped."""
+    from cavelab.server.engine.segmentation import Segmentation
+
+    meta = DatasetMeta.from_json(meta_json)
+    arrs = _load_graph_arrays(dataset_dir, list(_SV_ARRAYS) + ["sv_bbox"], mmap=True)
+    _NODE_POOL.update(
+        meta=meta,
+        stats=SupervoxelStats.from_arrays(arrs),
+        sv_bbox=arrs["sv_bbox"],
+        seg=Segmentation(dataset_dir, meta),
+    )
+
+
+def _node_pool_warm() -> None:
+    _NODE_POOL["stats"].contact_ptr()
+
+
+def _node_pool_features(members: list[np.ndarray]) -> dict[str, np.ndarray]:
+    p = _NODE_POOL
+    return features_for_nodes(p["meta"], p["stats"], p["seg"], members, sv_bbox=p["sv_bbox"])
+
+
 class L2Features:
     """Features by L2 ID for a graph: ``features(ids) -> {attribute: rows}`` (any L2 IDs).
 
@@ -908,7 +937,12 @@ class L2Features:
     """
 
     def __init__(
-        self, meta: DatasetMeta, state: GraphState, dataset_dir: str | Path | None
+        self,
+        meta: DatasetMeta,
+        state: GraphState,
+        dataset_dir: str | Path | None,
+        *,
+        process: bool = False,
     ) -> None:
         self.meta = meta
         self.state = state
@@ -932,10 +966,45 @@ class L2Features:
                 self.segmentation = None
         self.n_saved = int(self.saved["size_nm3"].shape[0]) if "size_nm3" in self.saved else 0
         self.complete = all(k in self.saved for k in ATTRIBUTES)
+        # computing in a process of its own keeps the work off this process's GIL (edits, the
+        # server's event loop); the statistics and the volume are memory-mapped there too
+        self._pool: ProcessPoolExecutor | None = None
+        if process and self.stats is not None and self.segmentation is not None:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=ctx,
+                initializer=_node_pool_init,
+                initargs=(str(self.dataset_dir), meta.to_json()),
+            )
 
     @classmethod
-    def open(cls, cg: ChunkedGraph) -> L2Features:
-        return cls(cg.meta, cg.state, cg.dataset_dir)
+    def open(cls, cg: ChunkedGraph, *, process: bool = False) -> L2Features:
+        """The features of ``cg``'s nodes; ``process=True`` computes new ones in a process of
+        its own (what the server does)."""
+        return cls(cg.meta, cg.state, cg.dataset_dir, process=process)
+
+    def close(self) -> None:
+        """Stop the feature process, if any."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _nodes(self, members: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """:func:`features_for_nodes` of these nodes, in the feature process when there is one."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                return pool.submit(_node_pool_features, members).result()
+            except Exception:  # a broken or closed pool: compute here
+                log.exception("cavelab: the L2-feature process failed; computing in process")
+        assert self.stats is not None
+        return features_for_nodes(
+            self.meta, self.stats, self.segmentation, members, sv_bbox=self.state.sv_bbox
+        )
 
     def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         return self.features(ids)
@@ -945,7 +1014,13 @@ class L2Features:
         supervoxel (seconds on a large dataset), the imports, the segmentation's first read and
         the pages of the memory-mapped statistics. Called by the service's worker at open, so the
         first edit's new L2 nodes are not the ones that pay for it."""
-        if self.stats is not None:
+        if self._pool is not None:
+            try:
+                self._pool.submit(_node_pool_warm).result()
+            except Exception:
+                log.exception("cavelab: the L2-feature process did not start; computing in process")
+                self.close()
+        if self.stats is not None and self._pool is None:
             self.stats.contact_ptr()
         ids = self.state.base_ids
         n_l2 = int(np.searchsorted(self.state.layout.layers(ids), 3))
@@ -965,9 +1040,7 @@ class L2Features:
         comp: dict[str, np.ndarray] = {}
         if todo.size and self.stats is not None:
             members = [self.state.children(int(i)) for i in idx[todo]]
-            comp = features_for_nodes(
-                self.meta, self.stats, self.segmentation, members, sv_bbox=self.state.sv_bbox
-            )
+            comp = self._nodes(members)
         elif todo.size:
             comp = self._from_voxels_only(idx[todo])
         out: dict[str, np.ndarray] = {}

@@ -232,6 +232,9 @@ class MorphologyService:
 
     def close(self) -> None:
         self._queue.put(None)
+        close = getattr(self._features_fn, "close", None)
+        if close is not None:
+            close()
 
 
 def _plain_record(feats: dict[str, np.ndarray], i: int) -> dict[str, Any]:
@@ -242,4 +245,4 @@ def open_service(cg: ChunkedGraph) -> MorphologyService:
     """The service of a graph with CAVE's L2 attributes (see :mod:`.l2features`)."""
     from cavelab.server.morphology.l2features import ATTRIBUTES, L2Features, cave_record
 
-    return MorphologyService(cg, L2Features.open(cg), ATTRIBUTES, record=cave_record)
+    return MorphologyService(cg, L2Features.open(cg, process=True), ATTRIBUTES, record=cave_record)

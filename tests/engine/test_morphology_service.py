@@ -39,7 +39,8 @@ def test_new_l2_features_arrive_within_a_second(graph: ChunkedGraph) -> None:
     while not svc.cached([new_l2])[0] and time.monotonic() - acked < 1.0:
         time.sleep(0.005)
     assert svc.cached([new_l2])[0], "features of the new L2 node within 1 s of the acknowledgement"
-    # they equal a fresh computation from the voxels and statistics
+    # computed in the feature process, they equal a fresh computation in this one
+    assert svc._features_fn._pool is not None
     fresh = L2Features.open(graph).features(np.array([new_l2], dtype=np.uint64))
     assert svc.l2_data(np.array([new_l2], dtype=np.uint64))[new_l2] == cave_record(fresh, 0)
     # the new root's skeleton spans the merged cell's L2 nodes
