@@ -235,3 +235,17 @@ class Editor:
         added, removed = self.ledger.redo_effect(target)
         self.ledger.record(op, iso_ms(d["timestamp"]), added, removed, "redo", d["user"])
         return op, [int(x) for x in r["new_root_ids"]]
+
+
+def in_chunk_pair(truth: GraphTruth, ledger: Ledger, min_cell: int = 0) -> tuple[int, int]:
+    """Two touching supervoxels of different cells in one atomic chunk (an inactive edge): merging
+    them makes a new L2 node. Both cells have more than ``min_cell`` supervoxels."""
+    g = ledger.at(None)
+    bits = int(truth.meta["spatial_bits"])
+    for a, b in truth.edges.tolist():
+        if g.has_edge(a, b) or ledger.component_of(a) == ledger.component_of(b):
+            continue
+        ca, cb = decode_chunks(np.array([a, b], dtype=np.uint64), bits).tolist()
+        if ca == cb and min(len(ledger.component_of(a)), len(ledger.component_of(b))) > min_cell:
+            return a, b
+    raise AssertionError("no inactive in-chunk edge between two cells")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 import zarr
+from cave_truth import in_chunk_pair
 from conftest import own_server_fixtures
 
 dataset_dir, server, truth, ledger, client, api, editor = own_server_fixtures("meshes_api")
@@ -135,20 +136,7 @@ def test_stitched_fragments_close(api, info, truth, client, ledger) -> None:
 
 
 def test_manifest_changes_right_after_merge_and_split(api, info, truth, client, ledger, editor) -> None:
-    g = ledger.at(None)
-    from cave_truth import decode_chunks
-
-    bits = int(truth.meta["spatial_bits"])
-    pick = None
-    for a, b in truth.edges.tolist():
-        if g.has_edge(a, b) or ledger.component_of(a) == ledger.component_of(b):
-            continue
-        ca, cb = decode_chunks(np.array([a, b], dtype=np.uint64), bits).tolist()
-        if ca == cb and len(ledger.component_of(a)) > 3 and len(ledger.component_of(b)) > 3:
-            pick = (a, b)
-            break
-    assert pick is not None
-    a, b = pick
+    a, b = in_chunk_pair(truth, ledger, min_cell=3)
     old_roots = [int(client.chunkedgraph.get_root_id(x)) for x in (a, b)]
     before = [fragments(api, truth, r) for r in old_roots]
     _, new_roots = editor.merge(a, b)

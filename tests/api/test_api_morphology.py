@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 import zarr
-from cave_truth import decode_chunks
+from cave_truth import decode_chunks, in_chunk_pair
 from conftest import own_server_fixtures
 
 dataset_dir, server, truth, ledger, client, api, editor = own_server_fixtures("morphology_api")
@@ -143,19 +143,7 @@ def test_l2_features_match_the_voxels(client, truth, ledger, volume) -> None:
 
 def test_new_l2_nodes_after_edits_have_features_at_once(client, truth, ledger, editor, volume) -> None:
     """A merge inside a chunk and a split make new L2 nodes; their features are there right after."""
-    g = ledger.at(None)
-    # an inactive in-chunk edge between two different cells: merging it makes a new L2 node
-    bits = int(truth.meta["spatial_bits"])
-    pick = None
-    for a, b in truth.edges.tolist():
-        if g.has_edge(a, b) or ledger.component_of(a) == ledger.component_of(b):
-            continue
-        ca, cb = decode_chunks(np.array([a, b], dtype=np.uint64), bits).tolist()
-        if ca == cb:
-            pick = (a, b)
-            break
-    assert pick is not None
-    a, b = pick
+    a, b = in_chunk_pair(truth, ledger)  # merging them makes a new L2 node
     op, new_roots = editor.merge(a, b)
     l2_ids = np.asarray(client.chunkedgraph.get_leaves(new_roots[0], stop_layer=2), dtype=np.uint64)
     sets = l2_sets(ledger, truth, ledger.component_of(a))
