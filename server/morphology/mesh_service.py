@@ -60,7 +60,9 @@ class MeshService:
 
     ``max_bytes`` bounds the cache (least recently used meshes are dropped first; they are
     recomputed when asked again). ``simplify``, ``reduction_factor`` and ``max_error`` are passed
-    to :func:`~cavelab.server.morphology.meshes.l2_meshes`.
+    to :func:`~cavelab.server.morphology.meshes.l2_meshes`. ``simplify`` is off by default: zmesh's
+    simplifier (``Mesher.simplify``) was seen to loop forever on some L2 meshes while holding the
+    GIL, which froze the whole Jupyter server; meshes are served as marching cubes makes them.
     """
 
     def __init__(
@@ -68,7 +70,7 @@ class MeshService:
         cg: ChunkedGraph,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        simplify: bool = True,
+        simplify: bool = False,
         reduction_factor: int = REDUCTION_FACTOR,
         max_error: float | None = None,
         listen: bool = True,
