@@ -134,6 +134,10 @@ class EngineHost:
                     self._morphology = await self.call(open_service, cg)
         return self._morphology
 
+    def l2_features_warm(self) -> bool:
+        """Whether the L2-feature worker has done its one-time start-up work (never blocks)."""
+        return self._morphology is not None and self._morphology.warmed.is_set()
+
     async def meshes(self, cg: ChunkedGraph) -> MeshService:
         """The L2 mesh service of the graph (made on first use, in the pool)."""
         if self._meshes is None:

@@ -58,6 +58,5 @@ def status_document(host: host_mod.EngineHost) -> dict[str, Any]:
         n_operations=len(cg.operations),
         open_seconds=host.open_seconds,
     )
-    morph = getattr(host, "_morphology", None)  # opened with the graph (host.py)
-    out["l2_features_warm"] = bool(morph is not None and morph.warmed.is_set())
+    out["l2_features_warm"] = host.l2_features_warm()
     return out

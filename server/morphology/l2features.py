@@ -89,6 +89,7 @@ import numpy as np
 
 from cavelab.server.engine.arrays import csr_gather
 from cavelab.server.engine.meta import DatasetMeta
+from cavelab.server.ingest.volume import SV_STAT_ARRAYS
 
 if TYPE_CHECKING:
     from cavelab.server.engine.graph import ChunkedGraph
@@ -152,16 +153,7 @@ PCA_MAX_POINTS = 10_000
 #: [N, 3, 3]; pca_val float32 [N, 3]; max_dt, mean_dt float32 (only after the voxel pass).
 L2_ARRAYS = {f"l2_{name}": name for name in ATTRIBUTES}
 
-_SV_ARRAYS = (
-    "sv_ids",
-    "sv_sizes",
-    "sv_moments",
-    "sv_faces",
-    "sv_chunk_faces",
-    "sv_rep_voxel",
-    "sv_contacts",
-    "sv_contact_faces",
-)
+_SV_ARRAYS = ("sv_ids", "sv_sizes") + SV_STAT_ARRAYS
 _GRAPH_DIR = "graph"
 
 
