@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,25 @@ from cavelab.server.ingest.types import SupervoxelGraph
 from cavelab.server.storage import open_array_store, open_operation_log
 
 
-def level2_membership(meta: DatasetMeta, g: SupervoxelGraph) -> tuple[int, np.ndarray]:
-    """``(n_l2, sv_l2)``: the L2 nodes as components of the active in-chunk edges."""
+@dataclass
+class Level2:
+    """The L2 nodes of a supervoxel graph: ``n_l2`` components of the active in-chunk edges,
+    ``sv_l2`` each supervoxel's component, with the ``sv_chunk`` and ``edge_layer`` arrays they
+    were found from (the hierarchy needs them again)."""
+
+    n_l2: int
+    sv_l2: np.ndarray
+    sv_chunk: np.ndarray
+    edge_layer: np.ndarray
+
+
+def level2_membership(meta: DatasetMeta, g: SupervoxelGraph) -> Level2:
+    """The L2 nodes as components of the active in-chunk edges (see :class:`Level2`)."""
     sv_chunk = meta.layout.chunk_coords(g.sv_ids)
     edges = np.asarray(g.edges, dtype=np.int64).reshape(-1, 2)
-    edge_layer = meta.layout.edge_layers(sv_chunk[edges[:, 0]], sv_chunk[edges[:, 1]])
-    return l2_components(g.n_supervoxels, edges, edge_layer.astype(np.int64), np.asarray(g.active, dtype=bool))
+    edge_layer = meta.layout.edge_layers(sv_chunk[edges[:, 0]], sv_chunk[edges[:, 1]]).astype(np.int64)
+    n_l2, sv_l2 = l2_components(g.n_supervoxels, edges, edge_layer, np.asarray(g.active, dtype=bool))
+    return Level2(n_l2, sv_l2, sv_chunk, edge_layer)
 
 
 def level2_rows(n_l2: int, sv_l2: np.ndarray) -> np.ndarray:
@@ -43,18 +57,17 @@ def level2_rows(n_l2: int, sv_l2: np.ndarray) -> np.ndarray:
 
 
 def build_base_graph(
-    meta: DatasetMeta, g: SupervoxelGraph, l2: tuple[int, np.ndarray] | None = None
+    meta: DatasetMeta, g: SupervoxelGraph, l2: Level2 | None = None
 ) -> dict[str, np.ndarray]:
     """The engine's base arrays (see :data:`cavelab.server.engine.state.BASE_ARRAYS`);
     ``l2`` is :func:`level2_membership` if already computed."""
     layout = meta.layout
-    sv_chunk = layout.chunk_coords(g.sv_ids)
     edges = np.asarray(g.edges, dtype=np.int64).reshape(-1, 2)
-    edge_layer = layout.edge_layers(sv_chunk[edges[:, 0]], sv_chunk[edges[:, 1]]).astype(np.int64)
     active = np.asarray(g.active, dtype=bool)
 
     # level 2: components of active in-chunk edges
-    n_l2, sv_l2 = l2 if l2 is not None else l2_components(g.n_supervoxels, edges, edge_layer, active)
+    l2 = l2 if l2 is not None else level2_membership(meta, g)
+    n_l2, sv_l2, sv_chunk, edge_layer = l2.n_l2, l2.sv_l2, l2.sv_chunk, l2.edge_layer
     _, first_sv = np.unique(sv_l2, return_index=True)
     l2_chunk = sv_chunk[first_sv]
 
@@ -133,7 +146,7 @@ def write_dataset(
     meta: DatasetMeta,
     g: SupervoxelGraph,
     extra: dict[str, np.ndarray] | None = None,
-    l2: tuple[int, np.ndarray] | None = None,
+    l2: Level2 | None = None,
 ) -> dict[str, Any]:
     """Build the hierarchy for ``g`` and write arrays, metadata and an empty operation log.
 
@@ -240,17 +253,18 @@ def ingest(
         meta.created_ms = now_ms()
         l2 = level2_membership(meta, g) if l2_features != "none" else None
         dt_job = None
-        if l2 is not None and l2_features == "all":  # over the written chunks, meanwhile
+        if l2 is not None and l2_features == "all":  # over the segment-number copies, meanwhile
             from cavelab.server.morphology.l2features import start_dt_pass
 
             t_dt = time.perf_counter()
-            sv_row = level2_rows(*l2)
+            sv_row = level2_rows(l2.n_l2, l2.sv_l2)
             dt_job = start_dt_pass(
-                work, meta, g.sv_ids, sv_row, g.sv_sizes, sv_stats["sv_moments"], l2[0],
+                work, meta, g.sv_ids, sv_row, g.sv_sizes, sv_stats["sv_moments"], l2.n_l2,
                 workers=workers, progress=progress, seg_cache=seg_cache,
             )
         hreport = write_dataset(work, meta, g, extra=sv_stats, l2=l2)
         if l2 is not None:
+            del l2  # (its per-edge arrays are not needed any more)
             from cavelab.server.morphology.l2features import compute_all
 
             t_l2 = time.perf_counter()
